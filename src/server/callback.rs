@@ -1,0 +1,153 @@
+//! The callback route: request → verify → decode/validate → persist → acknowledge.
+//!
+//! The order is deliberate. Cheap, unauthenticated checks come first (draining, media
+//! type, size, encoding); the signature is checked before anything is written, so an
+//! unsigned request can never fill the quarantine; and the answer is sent only after the
+//! store says the event is durable.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use super::problem::Rejection;
+use crate::callback::{BodyKind, Fields, decode_form, decode_json, kind_of, validate};
+use crate::metrics as m;
+use crate::signature::SignedBody;
+use crate::store::{Ingested, NewEvent, NewQuarantine};
+
+/// The two signature headers; SignalWire's own name wins when both are present.
+const SIGNATURE_HEADERS: [&str; 2] = ["x-signalwire-signature", "x-twilio-signature"];
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    status: &'static str,
+    event_id: &'a str,
+}
+
+/// `POST|GET {server.path}`
+pub async fn receive(
+    State(app): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result = handle(&app, &method, &uri, &headers, body).await;
+    match result {
+        Ok(ingested) => {
+            let (status, event_id) = match &ingested {
+                Ingested::Stored { event_id } => ("stored", event_id),
+                Ingested::Duplicate { event_id } => ("duplicate", event_id),
+                Ingested::Superseded { event_id } => ("superseded", event_id),
+            };
+            m::callback_answered(status, started.elapsed());
+            (StatusCode::OK, axum::Json(Accepted { status, event_id })).into_response()
+        }
+        Err(rejection) => {
+            m::callback_answered(rejection.outcome(), started.elapsed());
+            match &rejection {
+                Rejection::Unavailable(e) => tracing::error!(error = %e, "callback refused: store unavailable"),
+                Rejection::Forbidden => tracing::warn!("callback refused: signature verification failed"),
+                r => tracing::info!(status = r.status().as_u16(), reason = %r, "callback rejected"),
+            }
+            rejection.into_response()
+        }
+    }
+}
+
+async fn handle(
+    app: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Ingested, Rejection> {
+    if app.draining.is_cancelled() {
+        return Err(Rejection::Draining);
+    }
+    let (kind, raw) = if method == Method::GET {
+        (None, bytes::Bytes::new())
+    } else {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let kind = kind_of(content_type).ok_or(Rejection::UnsupportedMediaType)?;
+        (Some(kind), read_body(headers, body, app.max_body_bytes).await?)
+    };
+    let fields = match kind {
+        None => Fields::Pairs(decode_form(uri.query().unwrap_or("").as_bytes()).map_err(Rejection::BadBody)?),
+        Some(BodyKind::Form) => Fields::Pairs(decode_form(&raw).map_err(Rejection::BadBody)?),
+        Some(BodyKind::Json) => Fields::Json(decode_json(&raw).map_err(Rejection::BadBody)?),
+    };
+
+    if let Some(verifier) = &app.verifier {
+        let signature = SIGNATURE_HEADERS
+            .iter()
+            .find_map(|h| headers.get(*h))
+            .and_then(|v| v.to_str().ok())
+            .ok_or(Rejection::Forbidden)?;
+        let url = app.signed_url(uri, headers).ok_or(Rejection::Forbidden)?;
+        let signed = match (&fields, kind) {
+            (Fields::Pairs(pairs), Some(_)) => SignedBody::Form { fields: pairs, raw: &raw },
+            (Fields::Pairs(_), None) => SignedBody::Query,
+            (Fields::Json(_), _) => SignedBody::Json { raw: &raw },
+        };
+        if !verifier.verify(&url, signed, signature) {
+            return Err(Rejection::Forbidden);
+        }
+    }
+
+    let event = match validate(&fields) {
+        Ok(event) => event,
+        Err(errors) => {
+            // Authentic (or unchecked, by the operator's choice) but invalid: keep it, so
+            // nothing SignalWire sent is lost, then answer 422.
+            let kept = NewQuarantine {
+                fields: match &fields {
+                    Fields::Pairs(pairs) => serde_json::to_string(pairs),
+                    Fields::Json(map) => serde_json::to_string(map),
+                }
+                .unwrap_or_default(),
+                errors: serde_json::to_string(&errors).unwrap_or_default(),
+            };
+            app.store.quarantine(kept).await.map_err(Rejection::Unavailable)?;
+            return Err(Rejection::Invalid(errors));
+        }
+    };
+
+    let handlers: Vec<String> =
+        app.routes.iter().filter(|(_, filter)| filter.matches(&event)).map(|(name, _)| name.clone()).collect();
+    let new = NewEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        recording_sid: event.recording_sid.clone(),
+        recording_status: event.recording_status,
+        json: serde_json::to_string(&event)
+            .map_err(|e| Rejection::Unavailable(crate::store::StoreError::Unavailable(Box::new(e))))?,
+        handlers,
+    };
+    let queued_for = new.handlers.clone();
+    let ingested = app.store.ingest(new).await.map_err(Rejection::Unavailable)?;
+    if matches!(ingested, Ingested::Stored { .. }) {
+        app.wakers.wake(&queued_for);
+    }
+    Ok(ingested)
+}
+
+/// Reads the body, refusing more than `limit` bytes (413) before reading them when the
+/// client says how long it is, and while reading when it does not.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, Rejection> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Rejection::TooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large { Rejection::TooLarge(limit) } else { Rejection::BodyRead }
+    })
+}
