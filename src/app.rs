@@ -54,6 +54,12 @@ impl Application {
     /// fail on a bad config fails here, before the port accepts a request.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let store = open_store(&config, Mode::Server)?;
+        Self::build_with_store(config, store).await
+    }
+
+    /// [`Application::build`] over a store the caller opened (tests use this to put a
+    /// failing store behind the real router).
+    pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let mut routes = Vec::new();
         for (name, handler) in &config.handlers {
             routes.push(Route { name: name.clone(), handler: handler.build(name)?, options: handler.common.clone() });

@@ -151,10 +151,8 @@ pub fn validate(fields: &Fields) -> Result<RecordingEvent, Vec<FieldError>> {
     }
     let recording_sid = required(input.text("RecordingSid", &mut errors), "RecordingSid", &mut errors);
     let recording_url = required(input.text("RecordingUrl", &mut errors), "RecordingUrl", &mut errors);
-    if let Some(url) = &recording_url {
-        if let Err(message) = check_url(url) {
-            errors.push(error("RecordingUrl", message));
-        }
+    if let Some(Err(message)) = recording_url.as_deref().map(check_url) {
+        errors.push(error("RecordingUrl", message));
     }
     let status_text = required(input.text("RecordingStatus", &mut errors), "RecordingStatus", &mut errors);
     let status = status_text.as_deref().and_then(|s| {

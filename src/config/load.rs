@@ -311,6 +311,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
     fn environment_overrides_the_file_and_is_named_in_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", &format!("{BASE}[server]\nlisten = \"127.0.0.1:1\"\n"))?;

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real app on port 0 over a temp directory, driven over HTTP.
+
+mod helpers;
+
+mod callbacks;
+mod delivery;
+mod operations;
+mod robustness;
