@@ -2,7 +2,7 @@
 //! the reference Python package `standardwebhooks`
 //! (`pip install -r tests/support/handler_requirements.txt`).
 //!
-//! Python is `$RECORDHOOK_TEST_PYTHON` (default `python3`). Without the package the test
+//! Python is `$TEST_PYTHON` (default `python3`). Without the package the test
 //! is skipped, except under `CI=true`, where it fails.
 
 use std::io::Write;
@@ -25,7 +25,7 @@ type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 const EVENT_JSON: &str = r#"{"AccountSid":"b3877c40-da60-4998-90ad-b792e98472af","CallSid":"4ac6f7a4-4a15-4b1f-8d35-5e2c3f0f6d53","RecordingSid":"e1b3c1b4-5b8a-4b2b-9a6e-6f1d2c3b4a59","RecordingUrl":"https://example.signalwire.com/api/laml/2010-04-01/Accounts/b3877c40-da60-4998-90ad-b792e98472af/Recordings/e1b3c1b4-5b8a-4b2b-9a6e-6f1d2c3b4a59","RecordingStatus":"completed","RecordingDuration":42,"RecordingChannels":2,"RecordingSource":"DialVerb","RecordingStartTime":"Tue, 14 Apr 2026 09:12:44 +0000","RecordingTrack":"both","ErrorCode":"0","ApiVersion":"2010-04-01","Caller":"+15551230000","Note":"caf\u00e9 \u2013 \u201cquoted\u201d"}"#;
 
 fn python() -> String {
-    std::env::var("RECORDHOOK_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
 fn verifier() -> PathBuf {

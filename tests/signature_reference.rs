@@ -6,7 +6,7 @@
 //! agree, in both directions: our signatures validate in the SDK, the SDK's verify in ours,
 //! and tampered requests fail in both.
 //!
-//! Python is `$RECORDHOOK_TEST_PYTHON` (default `python3`). Without the SDK the test is
+//! Python is `$TEST_PYTHON` (default `python3`). Without the SDK the test is
 //! skipped locally and fails when `CI=true`; install it with
 //! `pip install -r tests/support/requirements.txt`.
 
@@ -233,7 +233,7 @@ struct Python {
 impl Python {
     /// Finds the interpreter and checks that the SDK imports. `None` means "skip".
     fn find() -> Option<Python> {
-        let program = std::env::var("RECORDHOOK_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let program = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/sign.py");
         let problem = match Command::new(&program).arg(&script).arg("--check").output() {
             Ok(out) if out.status.success() => {
@@ -250,12 +250,12 @@ impl Python {
             panic!(
                 "the official SignalWire SDK is required in CI: {problem}\n\
                  fix: pip install -r tests/support/requirements.txt \
-                 (and set RECORDHOOK_TEST_PYTHON to that interpreter if it is not python3)"
+                 (and set TEST_PYTHON to that interpreter if it is not python3)"
             );
         }
         eprintln!(
             "skipped: signature_reference needs the official `signalwire` Python SDK ({problem}); \
-             pip install -r tests/support/requirements.txt, or set RECORDHOOK_TEST_PYTHON"
+             pip install -r tests/support/requirements.txt, or set TEST_PYTHON"
         );
         None
     }

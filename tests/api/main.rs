@@ -6,3 +6,4 @@ mod callbacks;
 mod delivery;
 mod operations;
 mod robustness;
+mod sdk;

@@ -111,3 +111,18 @@ async fn quarantine_command_lists_reasons() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.contains("RecordingUrl") && out.contains("is required"), "{out}");
 }
+
+#[test]
+fn the_example_config_runs_as_is_given_a_signing_key() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recordhook"))
+        .args(["check-config", "--config", example])
+        .env("RECORDHOOK_SIGNATURE__SIGNING_KEYS", "PSK_try_me")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without a key, required signatures make it refuse to start, saying what to set.
+    let (ok, _, err) = cli(&["check-config", "--config", example]);
+    assert!(!ok);
+    assert!(err.contains("RECORDHOOK_SIGNATURE__SIGNING_KEYS"), "{err}");
+}
