@@ -62,7 +62,11 @@ impl Application {
     pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let mut routes = Vec::new();
         for (name, handler) in &config.handlers {
-            routes.push(Route { name: name.clone(), handler: handler.build(name)?, options: handler.common.clone() });
+            routes.push(Route {
+                name: name.clone(),
+                handler: handler.build(name)?,
+                options: handler.effective_options(),
+            });
         }
         let dispatcher = Dispatcher::new(store.clone(), routes, config.dispatch.clone());
         let verifier = match config.signature.mode {
@@ -81,7 +85,7 @@ impl Application {
             trust_forwarded_headers: config.server.trust_forwarded_headers,
             max_body_bytes: config.server.max_body_bytes,
             routes: config.handlers.iter().map(|(n, h)| (n.clone(), h.filter())).collect(),
-            wakers: dispatcher.wakers(),
+            handoff: dispatcher.handoff(),
             draining: CancellationToken::new(),
         });
         let addr = config.server.listen;

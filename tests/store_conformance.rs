@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use recordhook::event::RecordingStatus;
 use recordhook::store::sqlite::{Mode, SqliteStore};
-use recordhook::store::{Ingested, NewEvent, NewQuarantine, Outcome, Replay, Store, StoreError, now_millis};
+use recordhook::store::{Ingested, NewEvent, NewQuarantine, Outcome, Replay, Store, StoreError, Target};
 
 fn event(sid: &str, status: RecordingStatus, handlers: &[&str]) -> NewEvent {
     let json = serde_json::json!({
@@ -19,7 +19,7 @@ fn event(sid: &str, status: RecordingStatus, handlers: &[&str]) -> NewEvent {
         recording_sid: sid.to_owned(),
         recording_status: status,
         json: json.to_string(),
-        handlers: handlers.iter().map(|h| h.to_string()).collect(),
+        targets: handlers.iter().map(|h| Target { handler: h.to_string(), lease: None }).collect(),
     }
 }
 
@@ -50,7 +50,7 @@ async fn ingest_queues_one_delivery_per_handler() {
 async fn duplicate_is_acknowledged_and_queued_nowhere() {
     let s = sqlite();
     let first = s.store.ingest(event("RE1", RecordingStatus::Completed, &["a"])).await.unwrap();
-    let Ingested::Stored { event_id } = first else { panic!("{first:?}") };
+    let Ingested::Stored { event_id, .. } = first else { panic!("{first:?}") };
     let again = s.store.ingest(event("RE1", RecordingStatus::Completed, &["a"])).await.unwrap();
     assert_eq!(again, Ingested::Duplicate { event_id });
     assert_eq!(s.store.claim("a", 10, LEASE).await.unwrap().len(), 1);
@@ -114,8 +114,8 @@ async fn retry_waits_until_due() {
     let s = sqlite();
     s.store.ingest(event("RE1", RecordingStatus::Completed, &["a"])).await.unwrap();
     let c = s.store.claim("a", 10, LEASE).await.unwrap().remove(0);
-    let due_at = now_millis() + 300;
-    s.store.finish(c.delivery_id, c.attempt, Outcome::Retry { due_at, error: "503".into() }).await.unwrap();
+    let delay = Duration::from_millis(300);
+    s.store.finish(c.delivery_id, c.attempt, Outcome::Retry { delay, error: "503".into() }).await.unwrap();
     assert!(s.store.claim("a", 10, LEASE).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(350)).await;
     let again = s.store.claim("a", 10, LEASE).await.unwrap();
@@ -216,4 +216,32 @@ async fn leased_work_is_due_again_when_the_server_restarts() {
         }
     };
     assert_eq!(store.claim("a", 10, LEASE).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_delivery_stored_claimed_is_not_claimed_again_until_its_lease_runs_out() {
+    let s = sqlite();
+    let mut e = event("RE1", RecordingStatus::Completed, &["a", "b"]);
+    e.targets[0].lease = Some(Duration::from_millis(300));
+    let Ingested::Stored { leased, .. } = s.store.ingest(e).await.unwrap() else { panic!() };
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].0, "a");
+    // `b` was stored due; `a` is held by whoever asked for the lease.
+    assert_eq!(s.store.claim("b", 10, LEASE).await.unwrap().len(), 1);
+    assert!(s.store.claim("a", 10, LEASE).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = s.store.claim("a", 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id, leased[0].1);
+    assert_eq!(again[0].attempt, 2, "the leased first attempt counts");
+}
+
+#[tokio::test]
+async fn the_holder_of_a_stored_claim_records_its_outcome() {
+    let s = sqlite();
+    let mut e = event("RE1", RecordingStatus::Completed, &["a"]);
+    e.targets[0].lease = Some(LEASE);
+    let Ingested::Stored { leased, .. } = s.store.ingest(e).await.unwrap() else { panic!() };
+    s.store.finish(leased[0].1, 1, Outcome::Dead { error: "400".into() }).await.unwrap();
+    assert_eq!(s.store.dead_letters().await.unwrap().len(), 1);
 }

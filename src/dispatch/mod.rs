@@ -1,10 +1,19 @@
-//! The dispatcher: one worker per handler claims due deliveries from the store, runs
-//! them under the handler's `timeout` and concurrency limit, and records each outcome.
+//! The dispatcher: one worker per handler runs deliveries under the handler's `timeout`
+//! and concurrency limit, and records each outcome.
 //!
-//! Work is claimed with a lease (the handler's `timeout` plus `lease_margin`), so a
-//! worker that dies mid-delivery never strands it: the lease runs out and the delivery is
-//! due again. Each handler has its own worker and semaphore, so a slow handler only
-//! ever holds up its own queue.
+//! Deliveries reach a worker two ways:
+//!
+//! * **Hand-off** (the fast path). When the ingest path can reserve a slot in the
+//!   handler's lane, the delivery is stored already claimed by this process and, once the
+//!   commit is done, handed to the worker in memory: no second round-trip to the store.
+//! * **Claim** (everything else: retries coming due, backlog when the lane is full, work
+//!   left by a previous run or another replica). The worker claims due deliveries from
+//!   the store with a lease.
+//!
+//! Either way the delivery is leased (the handler's `timeout` plus `lease_margin`), so a
+//! worker that dies mid-delivery never strands it: the lease runs out and it is due
+//! again. Each handler has its own worker and semaphore, so a slow handler only ever
+//! holds up its own queue.
 
 pub mod backoff;
 
@@ -14,14 +23,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::DispatchConfig;
 use crate::handlers::{Attempt, CommonOptions, DeliveryError, Handler};
 use crate::metrics as m;
-use crate::store::{Claimed, Outcome, Store, now_millis};
+use crate::store::{Claimed, Outcome, Store};
 
 /// A handler ready to run: its implementation and the options the dispatcher applies.
 #[derive(Clone)]
@@ -34,21 +44,65 @@ pub struct Route {
     pub options: CommonOptions,
 }
 
-/// Wakes a handler's worker when new deliveries were queued for it, so new events are
-/// dispatched at once instead of at the next poll.
-#[derive(Clone, Default)]
-pub struct Wakers(Arc<BTreeMap<String, Arc<Notify>>>);
+impl Route {
+    fn concurrency(&self) -> usize {
+        self.options.concurrency.unwrap_or(1).max(1)
+    }
+}
 
-impl Wakers {
-    fn new(names: impl Iterator<Item = String>) -> Self {
-        Wakers(Arc::new(names.map(|n| (n, Arc::new(Notify::new()))).collect()))
+/// A claimed delivery on its way to a worker, holding its lane slot until it starts.
+struct Handed {
+    claim: Claimed,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// One handler's way in from the ingest path.
+struct Lane {
+    /// Poked when deliveries were queued in the store for this handler.
+    wake: Arc<Notify>,
+    /// Hand-off capacity: a reservation holds one until the delivery starts running.
+    slots: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Handed>,
+    /// Lease of a handed-off delivery: it may wait for a running attempt before its own
+    /// starts, so it gets two timeouts plus the margin.
+    lease: Duration,
+}
+
+/// The ingest path's side of the dispatcher: reserve a hand-off slot before storing,
+/// hand the claimed delivery over after the commit, or wake the worker to claim it.
+#[derive(Clone, Default)]
+pub struct Handoff(Arc<BTreeMap<String, Lane>>);
+
+/// A reserved hand-off slot for one handler.
+pub struct Reservation {
+    handler: String,
+    slot: OwnedSemaphorePermit,
+    /// How long the delivery's lease must be when stored.
+    pub lease: Duration,
+}
+
+impl Handoff {
+    /// Reserves a hand-off slot, if the handler's lane has room.
+    pub fn reserve(&self, handler: &str) -> Option<Reservation> {
+        let lane = self.0.get(handler)?;
+        let slot = lane.slots.clone().try_acquire_owned().ok()?;
+        Some(Reservation { handler: handler.to_owned(), slot, lease: lane.lease })
     }
 
-    /// Wakes the workers of the named handlers.
+    /// Hands a delivery stored as claimed to its worker.
+    pub fn deliver(&self, reservation: Reservation, claim: Claimed) {
+        if let Some(lane) = self.0.get(&reservation.handler) {
+            // A closed lane means the worker stopped (shutdown): the lease runs out or
+            // the next start makes the delivery due again.
+            let _ = lane.tx.send(Handed { claim, _slot: reservation.slot });
+        }
+    }
+
+    /// Wakes the workers of the named handlers to claim from the store.
     pub fn wake<'a>(&self, handlers: impl IntoIterator<Item = &'a String>) {
         for name in handlers {
-            if let Some(n) = self.0.get(name) {
-                n.notify_one();
+            if let Some(lane) = self.0.get(name) {
+                lane.wake.notify_one();
             }
         }
     }
@@ -57,9 +111,9 @@ impl Wakers {
 /// Runs every handler's worker until shut down.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
-    routes: Vec<Route>,
+    routes: Vec<(Route, mpsc::UnboundedReceiver<Handed>)>,
     config: DispatchConfig,
-    wakers: Wakers,
+    handoff: Handoff,
 }
 
 /// What is running after [`Dispatcher::start`]; see [`Running::shutdown`].
@@ -67,20 +121,40 @@ pub struct Running {
     stop_claiming: CancellationToken,
     abandon: CancellationToken,
     tracker: TaskTracker,
-    in_flight: Arc<Mutex<HashSet<(i64, u32)>>>,
+    in_flight: InFlight,
     store: Arc<dyn Store>,
+}
+
+/// Claims this process holds and has not finished: released on shutdown.
+type InFlight = Arc<Mutex<HashSet<(i64, u32)>>>;
+
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashSet<(i64, u32)>> {
+    in_flight.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Dispatcher {
     /// A dispatcher for these routes.
     pub fn new(store: Arc<dyn Store>, routes: Vec<Route>, config: DispatchConfig) -> Self {
-        let wakers = Wakers::new(routes.iter().map(|r| r.name.clone()));
-        Self { store, routes, config, wakers }
+        let mut lanes = BTreeMap::new();
+        let mut with_rx = Vec::new();
+        for route in routes {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let lane = Lane {
+                wake: Arc::new(Notify::new()),
+                // Enough to keep every permit busy with one waiting behind it.
+                slots: Arc::new(Semaphore::new(route.concurrency() * 2)),
+                tx,
+                lease: route.options.timeout * 2 + config.lease_margin,
+            };
+            lanes.insert(route.name.clone(), lane);
+            with_rx.push((route, rx));
+        }
+        Self { store, routes: with_rx, config, handoff: Handoff(Arc::new(lanes)) }
     }
 
-    /// The wakers the ingest path pokes after a commit.
-    pub fn wakers(&self) -> Wakers {
-        self.wakers.clone()
+    /// The ingest path's side of the dispatcher.
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
     }
 
     /// Starts one worker per handler.
@@ -92,11 +166,12 @@ impl Dispatcher {
             in_flight: Arc::default(),
             store: self.store.clone(),
         };
-        for route in self.routes {
+        for (route, handed) in self.routes {
             let worker = Worker {
                 store: self.store.clone(),
-                wake: self.wakers.0.get(&route.name).cloned().unwrap_or_default(),
-                permits: Arc::new(Semaphore::new(route.options.concurrency)),
+                wake: self.handoff.0.get(&route.name).map(|l| l.wake.clone()).unwrap_or_default(),
+                handed,
+                permits: Arc::new(Semaphore::new(route.concurrency())),
                 lease: route.options.timeout + self.config.lease_margin,
                 poll: self.config.poll_interval,
                 route: Arc::new(route),
@@ -112,7 +187,7 @@ impl Dispatcher {
 }
 
 impl Running {
-    /// Stops claiming new work, gives running deliveries `grace` to finish, then abandons
+    /// Stops taking new work, gives running deliveries `grace` to finish, then abandons
     /// the rest and hands their claims back to the store so the next start (or another
     /// replica) picks them up at once.
     pub async fn shutdown(self, grace: Duration) {
@@ -123,7 +198,7 @@ impl Running {
             self.abandon.cancel();
             self.tracker.wait().await;
         }
-        let unfinished: Vec<(i64, u32)> = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let unfinished: Vec<(i64, u32)> = lock(&self.in_flight).drain().collect();
         if !unfinished.is_empty() {
             let n = unfinished.len();
             match self.store.release(unfinished).await {
@@ -139,66 +214,77 @@ struct Worker {
     store: Arc<dyn Store>,
     route: Arc<Route>,
     wake: Arc<Notify>,
+    handed: mpsc::UnboundedReceiver<Handed>,
     permits: Arc<Semaphore>,
     lease: Duration,
     poll: Duration,
     stop: CancellationToken,
     abandon: CancellationToken,
     tracker: TaskTracker,
-    in_flight: Arc<Mutex<HashSet<(i64, u32)>>>,
+    in_flight: InFlight,
 }
 
 impl Worker {
-    async fn run(self) {
+    async fn run(mut self) {
         let name = self.route.name.clone();
         tracing::debug!(handler = %name, "worker started");
-        while !self.stop.is_cancelled() {
-            // Claim only as much as we can run now: the rest stays claimable elsewhere.
-            let free = self.permits.available_permits();
-            if free == 0 {
-                tokio::select! {
-                    _ = self.stop.cancelled() => break,
-                    permit = self.permits.acquire() => drop(permit),
+        let mut poll = tokio::time::interval(self.poll);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Whether the store may hold due work for us: true at start, after a wake-up or
+        // a poll tick, and for as long as claims come back full.
+        let mut claim_due = true;
+        loop {
+            if claim_due && self.permits.available_permits() > 0 {
+                // Claim only as much as can run now: the rest stays claimable elsewhere.
+                let free = self.permits.available_permits();
+                match self.store.claim(&name, free, self.lease).await {
+                    Ok(claimed) => {
+                        claim_due = claimed.len() == free;
+                        for claim in claimed {
+                            let Ok(permit) = self.permits.clone().try_acquire_owned() else { break };
+                            self.spawn(claim, permit);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(handler = %name, error = %e, "claim failed; will retry");
+                        claim_due = false;
+                    }
                 }
-                continue;
             }
-            let claimed = match self.store.claim(&name, free, self.lease).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(handler = %name, error = %e, "claim failed; will retry");
-                    self.idle().await;
-                    continue;
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                Some(handed) = self.handed.recv() => {
+                    lock(&self.in_flight).insert((handed.claim.delivery_id, handed.claim.attempt));
+                    let permit = tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        p = self.permits.clone().acquire_owned() => p,
+                    };
+                    let Ok(permit) = permit else { break };
+                    self.spawn(handed.claim, permit);
                 }
-            };
-            let full = claimed.len() == free;
-            for claim in claimed {
-                let Ok(permit) = self.permits.clone().try_acquire_owned() else { break };
-                self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert((claim.delivery_id, claim.attempt));
-                let task = Delivery {
-                    store: self.store.clone(),
-                    route: self.route.clone(),
-                    abandon: self.abandon.clone(),
-                    in_flight: self.in_flight.clone(),
-                };
-                self.tracker.spawn(async move {
-                    task.run(claim).await;
-                    drop(permit);
-                });
+                _ = self.permits.acquire(), if claim_due => {}
+                _ = self.wake.notified() => claim_due = true,
+                _ = poll.tick() => claim_due = true,
             }
-            if !full {
-                self.idle().await;
-            }
+        }
+        // Hand-offs that never started: their claims are released with the rest.
+        self.handed.close();
+        while let Ok(handed) = self.handed.try_recv() {
+            lock(&self.in_flight).insert((handed.claim.delivery_id, handed.claim.attempt));
         }
         tracing::debug!(handler = %name, "worker stopped");
     }
 
-    /// Waits for new work, the poll interval, or shutdown.
-    async fn idle(&self) {
-        tokio::select! {
-            _ = self.stop.cancelled() => {}
-            _ = self.wake.notified() => {}
-            _ = tokio::time::sleep(self.poll) => {}
-        }
+    fn spawn(&self, claim: Claimed, permit: OwnedSemaphorePermit) {
+        lock(&self.in_flight).insert((claim.delivery_id, claim.attempt));
+        let task = Delivery {
+            store: self.store.clone(),
+            route: self.route.clone(),
+            abandon: self.abandon.clone(),
+            in_flight: self.in_flight.clone(),
+        };
+        self.tracker.spawn(task.run(claim, permit));
     }
 }
 
@@ -206,11 +292,11 @@ struct Delivery {
     store: Arc<dyn Store>,
     route: Arc<Route>,
     abandon: CancellationToken,
-    in_flight: Arc<Mutex<HashSet<(i64, u32)>>>,
+    in_flight: InFlight,
 }
 
 impl Delivery {
-    async fn run(self, claim: Claimed) {
+    async fn run(self, claim: Claimed, permit: OwnedSemaphorePermit) {
         let route = &self.route;
         let attempt = Attempt { event: &claim.event, delivery_id: claim.delivery_id, attempt: claim.attempt };
         let started = std::time::Instant::now();
@@ -227,6 +313,8 @@ impl Delivery {
             // Shutdown grace is over: leave the claim in `in_flight` to be released.
             _ = self.abandon.cancelled() => return,
         };
+        // The handler is done: let the next attempt start while the outcome is recorded.
+        drop(permit);
         let outcome = self.decide(&claim, result);
         m::delivery_finished(&route.name, &outcome, started.elapsed());
         let key = (claim.delivery_id, claim.attempt);
@@ -236,7 +324,7 @@ impl Delivery {
             Err(e) => tracing::warn!(handler = %route.name, delivery_id = claim.delivery_id, error = %e,
                 "could not record delivery outcome"),
         }
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        lock(&self.in_flight).remove(&key);
     }
 
     fn decide(&self, claim: &Claimed, result: Result<(), DeliveryError>) -> Outcome {
@@ -267,7 +355,7 @@ impl Delivery {
                 let wait = backoff::delay(&route.options.retry, claim.attempt, retry_after);
                 tracing::info!(handler = fields.0, delivery_id = fields.1, attempt = fields.2, recording_sid = fields.3,
                     error = %message, retry_in = ?wait, "attempt failed; will retry");
-                Outcome::Retry { due_at: now_millis() + wait.as_millis() as i64, error: message }
+                Outcome::Retry { delay: wait, error: message }
             }
         }
     }

@@ -108,8 +108,9 @@ pub struct CommonOptions {
     pub timeout: Duration,
     /// Backoff and attempt limit.
     pub retry: RetryPolicy,
-    /// Attempts of this handler that may run at once (a slow handler cannot starve others).
-    pub concurrency: usize,
+    /// Attempts of this handler that may run at once (a slow handler cannot starve
+    /// others). Unset: the handler type's default (see [`HandlerKind::default_concurrency`]).
+    pub concurrency: Option<usize>,
 }
 
 impl Default for CommonOptions {
@@ -121,7 +122,7 @@ impl Default for CommonOptions {
             min_duration: None,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
-            concurrency: 4,
+            concurrency: None,
         }
     }
 }
@@ -161,7 +162,27 @@ pub struct BuildError {
     pub message: String,
 }
 
+impl HandlerKind {
+    /// Attempts running at once when `concurrency` is not set: high for `log` (an attempt
+    /// is a log line), moderate for `http` (a downstream service should not be flooded),
+    /// low for `command` (each attempt is a process).
+    pub fn default_concurrency(&self) -> usize {
+        match self {
+            HandlerKind::Log(_) => 64,
+            HandlerKind::Http(_) => 16,
+            HandlerKind::Command(_) => 4,
+        }
+    }
+}
+
 impl HandlerConfig {
+    /// The options the dispatcher applies, with defaults that depend on the type resolved.
+    pub fn effective_options(&self) -> CommonOptions {
+        let mut options = self.common.clone();
+        options.concurrency = Some(options.concurrency.unwrap_or_else(|| self.kind.default_concurrency()));
+        options
+    }
+
     /// Checks the common options and builds the handler.
     pub fn build(&self, name: &str) -> Result<Arc<dyn Handler>, BuildError> {
         let err = |option: &str, message: &str| BuildError {
@@ -178,7 +199,7 @@ impl HandlerConfig {
         if self.common.retry.initial_backoff > self.common.retry.max_backoff {
             return Err(err("retry.initial_backoff", "must not exceed retry.max_backoff"));
         }
-        if self.common.concurrency == 0 {
+        if self.common.concurrency == Some(0) {
             return Err(err("concurrency", "must be at least 1"));
         }
         match &self.kind {

@@ -17,9 +17,10 @@ use serde::Serialize;
 use super::AppState;
 use super::problem::Rejection;
 use crate::callback::{BodyKind, Fields, decode_form, decode_json, kind_of, validate};
+use crate::event::StoredEvent;
 use crate::metrics as m;
 use crate::signature::SignedBody;
-use crate::store::{Ingested, NewEvent, NewQuarantine};
+use crate::store::{Claimed, Ingested, NewEvent, NewQuarantine, StoreError, Target};
 
 /// The two signature headers; SignalWire's own name wins when both are present.
 const SIGNATURE_HEADERS: [&str; 2] = ["x-signalwire-signature", "x-twilio-signature"];
@@ -43,7 +44,7 @@ pub async fn receive(
     match result {
         Ok(ingested) => {
             let (status, event_id) = match &ingested {
-                Ingested::Stored { event_id } => ("stored", event_id),
+                Ingested::Stored { event_id, .. } => ("stored", event_id),
                 Ingested::Duplicate { event_id } => ("duplicate", event_id),
                 Ingested::Superseded { event_id } => ("superseded", event_id),
             };
@@ -120,20 +121,36 @@ async fn handle(
         }
     };
 
-    let handlers: Vec<String> =
-        app.routes.iter().filter(|(_, filter)| filter.matches(&event)).map(|(name, _)| name.clone()).collect();
+    // Reserve hand-off slots first: a delivery with a slot is stored already claimed and
+    // runs straight after the commit; the others wait in the store for a worker to claim.
+    let mut reservations = Vec::new();
+    let mut targets = Vec::new();
+    for (name, filter) in &app.routes {
+        if filter.matches(&event) {
+            let reservation = app.handoff.reserve(name);
+            targets.push(Target { handler: name.clone(), lease: reservation.as_ref().map(|r| r.lease) });
+            reservations.extend(reservation);
+        }
+    }
+    let json =
+        serde_json::to_string(&event).map_err(|e| Rejection::Unavailable(StoreError::Unavailable(Box::new(e))))?;
     let new = NewEvent {
         id: uuid::Uuid::now_v7().to_string(),
         recording_sid: event.recording_sid.clone(),
         recording_status: event.recording_status,
-        json: serde_json::to_string(&event)
-            .map_err(|e| Rejection::Unavailable(crate::store::StoreError::Unavailable(Box::new(e))))?,
-        handlers,
+        json: json.clone(),
+        targets,
     };
-    let queued_for = new.handlers.clone();
+    let queued: Vec<String> = new.targets.iter().filter(|t| t.lease.is_none()).map(|t| t.handler.clone()).collect();
     let ingested = app.store.ingest(new).await.map_err(Rejection::Unavailable)?;
-    if matches!(ingested, Ingested::Stored { .. }) {
-        app.wakers.wake(&queued_for);
+    if let Ingested::Stored { event_id, leased } = &ingested {
+        let stored = StoredEvent { id: event_id.clone(), event, json };
+        // The store returns leased deliveries in the order the reservations were made.
+        for (reservation, (_, delivery_id)) in reservations.into_iter().zip(leased) {
+            let claim = Claimed { delivery_id: *delivery_id, attempt: 1, event: stored.clone() };
+            app.handoff.deliver(reservation, claim);
+        }
+        app.handoff.wake(&queued);
     }
     Ok(ingested)
 }

@@ -17,7 +17,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::dispatch::Wakers;
+use crate::dispatch::Handoff;
 use crate::handlers::Filter;
 use crate::signature::Verifier;
 use crate::store::Store;
@@ -36,8 +36,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Each handler's name and filter, in config order.
     pub routes: Vec<(String, Filter)>,
-    /// Pokes handler workers after a commit.
-    pub wakers: Wakers,
+    /// Hands stored deliveries to the workers.
+    pub handoff: Handoff,
     /// Cancelled on SIGTERM: readiness turns 503 and new callbacks are refused.
     pub draining: CancellationToken,
 }

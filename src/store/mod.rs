@@ -22,6 +22,17 @@ pub fn now_millis() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
+/// One handler an event is queued for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The handler's name.
+    pub handler: String,
+    /// `Some(lease)`: this process will run the first attempt itself, right after the
+    /// commit, so the delivery is stored already claimed (attempt 1, leased for `lease`)
+    /// and no claim round-trip is needed. `None`: stored due, for any worker to claim.
+    pub lease: Option<Duration>,
+}
+
 /// A validated event to store, with the handlers it is queued for.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -33,8 +44,8 @@ pub struct NewEvent {
     pub recording_status: RecordingStatus,
     /// The event as JSON: exactly what handlers will receive.
     pub json: String,
-    /// Names of the handlers whose filters match; one delivery each.
-    pub handlers: Vec<String>,
+    /// The handlers whose filters match; one delivery each.
+    pub targets: Vec<Target>,
 }
 
 /// What [`Store::ingest`] did with an event.
@@ -44,6 +55,9 @@ pub enum Ingested {
     Stored {
         /// The new event's id.
         event_id: String,
+        /// (handler, delivery id) of the deliveries stored already claimed, in the order
+        /// of the targets that asked for a lease.
+        leased: Vec<(String, i64)>,
     },
     /// The same (`RecordingSid`, `RecordingStatus`) was already stored: nothing queued.
     Duplicate {
@@ -98,10 +112,10 @@ pub struct Claimed {
 pub enum Outcome {
     /// Done: never attempted again.
     Delivered,
-    /// Try again at `due_at`.
+    /// Try again after `delay` (measured by the store's clock, so replicas agree).
     Retry {
-        /// When the next attempt is due.
-        due_at: Millis,
+        /// How long to wait before the next attempt.
+        delay: Duration,
         /// Why this attempt failed.
         error: String,
     },

@@ -1,8 +1,11 @@
 -- recordhook embedded store, schema version 1.
 
 -- One row per accepted callback. (recording_sid, recording_status) is the dedupe key.
+-- `seq` (the rowid) is the internal key deliveries point at; `id` is the public event id
+-- (a UUIDv7) and needs no index of its own: every lookup goes through seq or the dedupe key.
 CREATE TABLE IF NOT EXISTS events (
-    id               TEXT PRIMARY KEY,
+    seq              INTEGER PRIMARY KEY,
+    id               TEXT NOT NULL,
     recording_sid    TEXT NOT NULL,
     recording_status TEXT NOT NULL,
     received_at      INTEGER NOT NULL,
@@ -18,7 +21,7 @@ CREATE TABLE IF NOT EXISTS events (
 -- expired lease makes it due again without any sweeper.
 CREATE TABLE IF NOT EXISTS deliveries (
     id         INTEGER PRIMARY KEY,
-    event_id   TEXT NOT NULL REFERENCES events (id),
+    event_seq  INTEGER NOT NULL REFERENCES events (seq),
     handler    TEXT NOT NULL,
     state      TEXT NOT NULL,
     attempts   INTEGER NOT NULL DEFAULT 0,
@@ -27,7 +30,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error TEXT,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (handler, state, due_at);
+-- Partial indexes: only rows that are still to be done (or dead) are indexed, so a
+-- delivery leaving the queue costs one index removal and delivered history costs no
+-- index space at all.
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (handler, due_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (handler) WHERE state = 'dead';
 
 -- Authentic callbacks that failed validation.
 CREATE TABLE IF NOT EXISTS quarantine (
