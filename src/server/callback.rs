@@ -16,11 +16,11 @@ use serde::Serialize;
 
 use super::AppState;
 use super::problem::Rejection;
-use crate::callback::{BodyKind, Fields, decode_form, decode_json, kind_of, validate};
-use crate::event::StoredEvent;
+use crate::callback::{BodyKind, FieldError, Fields, decode_form, decode_json, kind_of, validate};
+use crate::event::{RecordingEvent, StoredEvent};
 use crate::metrics as m;
 use crate::signature::SignedBody;
-use crate::store::{Claimed, Ingested, NewEvent, NewQuarantine, StoreError, Target};
+use crate::store::{Claimed, Ingested, NewEvent, NewQuarantine, Target};
 
 /// The two signature headers; SignalWire's own name wins when both are present.
 const SIGNATURE_HEADERS: [&str; 2] = ["x-signalwire-signature", "x-twilio-signature"];
@@ -73,54 +73,81 @@ async fn handle(
     if app.draining.is_cancelled() {
         return Err(Rejection::Draining);
     }
-    let (kind, raw) = if method == Method::GET {
-        (None, bytes::Bytes::new())
-    } else {
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let kind = kind_of(content_type).ok_or(Rejection::UnsupportedMediaType)?;
-        (Some(kind), read_body(headers, body, app.max_body_bytes).await?)
-    };
-    let fields = match kind {
-        None => Fields::Pairs(decode_form(uri.query().unwrap_or("").as_bytes()).map_err(Rejection::BadBody)?),
-        Some(BodyKind::Form) => Fields::Pairs(decode_form(&raw).map_err(Rejection::BadBody)?),
-        Some(BodyKind::Json) => Fields::Json(decode_json(&raw).map_err(Rejection::BadBody)?),
-    };
-
-    if let Some(verifier) = &app.verifier {
-        let signature = SIGNATURE_HEADERS
-            .iter()
-            .find_map(|h| headers.get(*h))
-            .and_then(|v| v.to_str().ok())
-            .ok_or(Rejection::Forbidden)?;
-        let url = app.signed_url(uri, headers).ok_or(Rejection::Forbidden)?;
-        let signed = match (&fields, kind) {
-            (Fields::Pairs(pairs), Some(_)) => SignedBody::Form { fields: pairs, raw: &raw },
-            (Fields::Pairs(_), None) => SignedBody::Query,
-            (Fields::Json(_), _) => SignedBody::Json { raw: &raw },
-        };
-        if !verifier.verify(&url, signed, signature) {
-            return Err(Rejection::Forbidden);
+    let received = receive_fields(app, method, uri, headers, body).await?;
+    authenticate(app, uri, headers, &received)?;
+    match validate(&received.fields) {
+        Ok(event) => persist(app, event).await,
+        Err(errors) => {
+            quarantine(app, &received.fields, &errors).await?;
+            Err(Rejection::Invalid(errors))
         }
     }
+}
 
-    let event = match validate(&fields) {
-        Ok(event) => event,
-        Err(errors) => {
-            // Authentic (or unchecked, by the operator's choice) but invalid: keep it, so
-            // nothing SignalWire sent is lost, then answer 422.
-            let kept = NewQuarantine {
-                fields: match &fields {
-                    Fields::Pairs(pairs) => serde_json::to_string(pairs),
-                    Fields::Json(map) => serde_json::to_string(map),
-                }
-                .unwrap_or_default(),
-                errors: serde_json::to_string(&errors).unwrap_or_default(),
-            };
-            app.store.quarantine(kept).await.map_err(Rejection::Unavailable)?;
-            return Err(Rejection::Invalid(errors));
-        }
+/// What arrived, decoded: the fields, and the raw body the signature may cover.
+struct Received {
+    /// `None` for a GET (fields in the query string).
+    kind: Option<BodyKind>,
+    raw: bytes::Bytes,
+    fields: Fields,
+}
+
+async fn receive_fields(
+    app: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Received, Rejection> {
+    if method == Method::GET {
+        let fields = Fields::Pairs(decode_form(uri.query().unwrap_or("").as_bytes()).map_err(Rejection::BadBody)?);
+        return Ok(Received { kind: None, raw: bytes::Bytes::new(), fields });
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let kind = kind_of(content_type).ok_or(Rejection::UnsupportedMediaType)?;
+    let raw = read_body(headers, body, app.max_body_bytes).await?;
+    let fields = match kind {
+        BodyKind::Form => Fields::Pairs(decode_form(&raw).map_err(Rejection::BadBody)?),
+        BodyKind::Json => Fields::Json(decode_json(&raw).map_err(Rejection::BadBody)?),
     };
+    Ok(Received { kind: Some(kind), raw, fields })
+}
 
+/// Checks the signature (unless the operator disabled the check). Every failure is the
+/// same 403: which part failed is never revealed.
+fn authenticate(app: &AppState, uri: &Uri, headers: &HeaderMap, received: &Received) -> Result<(), Rejection> {
+    let Some(verifier) = &app.verifier else { return Ok(()) };
+    let signature = SIGNATURE_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| v.to_str().ok())
+        .ok_or(Rejection::Forbidden)?;
+    let url = app.signed_url(uri, headers).ok_or(Rejection::Forbidden)?;
+    let signed = match (&received.fields, received.kind) {
+        (Fields::Pairs(pairs), Some(_)) => SignedBody::Form { fields: pairs, raw: &received.raw },
+        (Fields::Pairs(_), None) => SignedBody::Query,
+        (Fields::Json(_), _) => SignedBody::Json { raw: &received.raw },
+    };
+    if verifier.verify(&url, signed, signature) { Ok(()) } else { Err(Rejection::Forbidden) }
+}
+
+/// Keeps an authentic (or unchecked, by the operator's choice) but invalid callback, so
+/// nothing SignalWire sent is lost. If it cannot be kept, the answer is 503, not 422, so
+/// SignalWire tries again.
+async fn quarantine(app: &AppState, fields: &Fields, errors: &[FieldError]) -> Result<(), Rejection> {
+    // Both serializations are of strings and JSON values only: they cannot fail.
+    let fields = match fields {
+        Fields::Pairs(pairs) => serde_json::to_string(pairs),
+        Fields::Json(map) => serde_json::to_string(map),
+    }
+    .unwrap_or_default();
+    let kept = NewQuarantine { fields, errors: serde_json::to_string(errors).unwrap_or_default() };
+    app.store.quarantine(kept).await.map(|_| ()).map_err(Rejection::Unavailable)
+}
+
+/// Stores the event with one delivery per matching handler, then hands the deliveries
+/// that got a hand-off slot straight to their workers and wakes the others.
+async fn persist(app: &AppState, event: RecordingEvent) -> Result<Ingested, Rejection> {
     // Reserve hand-off slots first: a delivery with a slot is stored already claimed and
     // runs straight after the commit; the others wait in the store for a worker to claim.
     let mut reservations = Vec::new();
@@ -132,8 +159,9 @@ async fn handle(
             reservations.extend(reservation);
         }
     }
-    let json =
-        serde_json::to_string(&event).map_err(|e| Rejection::Unavailable(StoreError::Unavailable(Box::new(e))))?;
+    let queued: Vec<String> = targets.iter().filter(|t| t.lease.is_none()).map(|t| t.handler.clone()).collect();
+    // A struct of strings, integers and JSON values: serializing it cannot fail.
+    let json = serde_json::to_string(&event).unwrap_or_default();
     let new = NewEvent {
         id: uuid::Uuid::now_v7().to_string(),
         recording_sid: event.recording_sid.clone(),
@@ -141,7 +169,6 @@ async fn handle(
         json: json.clone(),
         targets,
     };
-    let queued: Vec<String> = new.targets.iter().filter(|t| t.lease.is_none()).map(|t| t.handler.clone()).collect();
     let ingested = app.store.ingest(new).await.map_err(Rejection::Unavailable)?;
     if let Ingested::Stored { event_id, leased } = &ingested {
         let stored = StoredEvent { id: event_id.clone(), event, json };

@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,7 +55,6 @@ pub enum Mode {
 pub struct SqliteStore {
     writer: mpsc::Sender<Op>,
     reader: Arc<Mutex<Connection>>,
-    healthy: Arc<AtomicBool>,
     // Held for the store's lifetime: the lock on `<db>.lock` (server mode).
     _lock: Option<File>,
 }
@@ -86,13 +84,11 @@ impl SqliteStore {
         }
         let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel(4096);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let flag = healthy.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, flag))
+            .spawn(move || writer_loop(conn, rx))
             .map_err(unavailable)?;
-        Ok(Self { writer: tx, reader: Arc::new(Mutex::new(reader)), healthy, _lock: lock })
+        Ok(Self { writer: tx, reader: Arc::new(Mutex::new(reader)), _lock: lock })
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
@@ -156,7 +152,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(unavailable)
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>, healthy: Arc<AtomicBool>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(op) = rx.blocking_recv() {
         batch.push(op);
@@ -166,8 +162,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>, healthy: Arc<At
                 Err(_) => break,
             }
         }
-        let ok = run_batch(&mut conn, &mut batch);
-        healthy.store(ok, Ordering::Relaxed);
+        run_batch(&mut conn, &mut batch);
     }
 }
 
@@ -200,8 +195,8 @@ impl Done {
     }
 }
 
-/// Applies a batch in one transaction; returns whether it committed.
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Op>) -> bool {
+/// Applies a batch in one transaction and answers every request in it.
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Op>) {
     let now = now_millis();
     let mut done = Vec::with_capacity(batch.len());
     let commit = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -216,7 +211,6 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Op>) -> bool {
     if let Err(e) = &commit {
         tracing::error!(error = %e, "store commit failed");
     }
-    let ok = commit.is_ok();
     for d in done {
         d.send(&commit);
     }
@@ -224,7 +218,6 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Op>) -> bool {
     for op in batch.drain(..) {
         fail(op, commit.as_ref().err().map_or("transaction did not start", String::as_str));
     }
-    ok
 }
 
 /// Answers a request that never ran with the database's error.
@@ -501,12 +494,5 @@ impl Store for SqliteStore {
             Ok(out)
         })
         .await
-    }
-}
-
-impl SqliteStore {
-    /// Whether the last batch committed (a cheap hint; [`Store::ping`] is the real check).
-    pub fn last_commit_ok(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
     }
 }
