@@ -178,14 +178,15 @@ fn validate(figment: &Figment, config: &Config) -> Result<(), ConfigError> {
     if config.dispatch.poll_interval.is_zero() {
         return Err(invalid("dispatch.poll_interval", "must be greater than zero".into()));
     }
+    config.signalwire.check().map_err(|p| invalid(p.key, p.message))?;
+    let context = crate::handlers::BuildContext { signalwire: &config.signalwire };
     for (name, handler) in &config.handlers {
         let key = format!("handlers.{name}");
         if !is_snake_case(name) {
             return Err(invalid(&key, "handler names are snake_case: [a-z][a-z0-9_]*".into()));
         }
-        if let Err(e) = handler.build(name) {
-            let option = format!("{key}.{}", e.option);
-            return Err(invalid(&option, e.message));
+        if let Err(e) = handler.build_with(name, &context) {
+            return Err(invalid(&e.key(), e.message));
         }
     }
     Ok(())

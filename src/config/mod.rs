@@ -27,6 +27,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The dispatcher that runs deliveries.
     pub dispatch: DispatchConfig,
+    /// SignalWire REST access (`archive`, `sms`, `email` attachments).
+    pub signalwire: crate::signalwire::SignalWireConfig,
     /// Named handlers: `[handlers.<name>]`.
     pub handlers: BTreeMap<String, HandlerConfig>,
 }
