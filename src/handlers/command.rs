@@ -668,6 +668,29 @@ mod tests {
         assert_eq!(event_var("RecordhookEventId", &json!("forged")), None);
     }
 
+    #[tokio::test]
+    async fn args_are_templates_over_the_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = options(
+            "/bin/sh",
+            &[
+                "-c",
+                "printf '%s|%s' \"$1\" \"$2\" > args.txt",
+                "sh",
+                "{{ RecordingSid }}",
+                "{{ event_id }}.{{ format }}",
+            ],
+        );
+        o.working_dir = Some(dir.path().to_owned());
+        deliver(&o).await.expect("delivered");
+        let got = std::fs::read_to_string(dir.path().join("args.txt")).unwrap();
+        assert_eq!(got, format!("e1b3c1b4-5b8a-4b2b-9a6e-6f1d2c3b4a59|{EVENT_ID}.wav"));
+
+        let Err(e) = options("true", &["{{ RecordingSd }}"]).build("run") else { panic!("built") };
+        assert_eq!(e.option, "args");
+        assert!(e.message.contains("`RecordingSd`"), "{e}");
+    }
+
     #[test]
     fn bad_options_are_build_errors_naming_the_option() {
         let mut bad_env = options("true", &[]);
