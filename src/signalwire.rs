@@ -41,7 +41,9 @@ pub struct SignalWireConfig {
     /// `RECORDHOOK_SIGNALWIRE__API_TOKEN`. Never logged.
     pub api_token: Option<String>,
     /// Hosts a `RecordingUrl` may point to: exact host names, or `*.example.com` for any
-    /// subdomain of `example.com`. A URL on any other host is never fetched.
+    /// subdomain of `example.com`. A URL on any other host is never fetched. From the
+    /// environment, separate several with commas.
+    #[serde(deserialize_with = "crate::config::string_or_list")]
     pub recording_hosts: Vec<String>,
 }
 

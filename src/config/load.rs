@@ -305,6 +305,28 @@ mod tests {
     }
 
     #[test]
+    fn signalwire_section_loads_and_its_errors_name_the_key() {
+        let f = file(&format!(
+            "{BASE}[signalwire]\nspace_url = \"example.signalwire.com\"\nrecording_hosts = \"*.signalwire.com, files.example.com\"\n"
+        ));
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.signalwire.recording_hosts, vec!["*.signalwire.com", "files.example.com"]);
+        assert_eq!(
+            load_with_env(Some(file(BASE).path()), no_env()).unwrap().signalwire.recording_hosts,
+            vec!["*.signalwire.com"]
+        );
+        for (text, key) in [
+            ("[signalwire]\nspace_ur = \"x\"\n", "signalwire.space_ur"),
+            ("[signalwire]\nrecording_hosts = [\"bad host\"]\n", "signalwire.recording_hosts"),
+            ("[signalwire]\nspace_url = \"ftp://x\"\n", "signalwire.space_url"),
+        ] {
+            let f = file(&format!("{BASE}{text}"));
+            let e = load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
     fn comma_separated_keys_become_a_list() {
         let f = file("[signature]\nsigning_keys = \"PSK_a, PSK_b\"\n");
         let c = load_with_env(Some(f.path()), no_env()).unwrap();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::handlers::HandlerConfig;
+pub(crate) use load::string_or_list;
 pub use load::{ConfigError, load};
 
 /// The whole configuration.

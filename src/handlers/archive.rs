@@ -164,6 +164,13 @@ impl ArchiveOptions {
                     builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
                 }
                 builder = builder.with_allow_http(self.s3_allow_http);
+                // The dispatcher owns retries (with the handler's backoff and timeout): the
+                // store client only smooths over a single hiccup.
+                builder = builder.with_retry(object_store::RetryConfig {
+                    max_retries: 1,
+                    retry_timeout: std::time::Duration::from_secs(10),
+                    ..Default::default()
+                });
                 let store = builder.build().map_err(|e| err("destination", format!("cannot set up S3: {e}")))?;
                 Destination::S3 { store: Arc::new(store), bucket: bucket.to_owned(), prefix }
             }
