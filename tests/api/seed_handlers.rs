@@ -133,3 +133,21 @@ fn sms_without_an_api_token_fails_check_config_naming_the_key() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_readmes_archive_email_sms_example_passes_check_config() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("### Archive, e-mail, text").expect("the example's section")..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readme.toml");
+    std::fs::write(&path, config_text(dir.path(), "", example)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recordhook"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env("RECORDHOOK_SIGNALWIRE__API_TOKEN", "PT_example")
+        .env("RECORDHOOK_HANDLERS__MAIL__SMTP_PASSWORD", "example")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
