@@ -18,7 +18,8 @@ use crate::template::{Context, Template};
 /// Options of an `sms` handler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SmsOptions {
-    /// The sending number (E.164, e.g. `+15550000000`), one of your SignalWire numbers.
+    /// The sender: one of your SignalWire numbers (E.164, e.g. `+15550000000`), or an
+    /// alphanumeric sender ID where SignalWire allows one.
     pub from: String,
     /// Recipients (E.164); each gets its own message.
     pub to: Vec<String>,
@@ -36,8 +37,13 @@ const SENT_MEMORY: usize = 10_000;
 
 impl SmsOptions {
     pub(super) fn build(&self, name: &str, context: &BuildContext<'_>) -> Result<Arc<dyn Handler>, BuildError> {
-        if !is_phone_like(&self.from) {
-            return Err(BuildError::option(name, "from", "must be a phone number such as \"+15550000000\""));
+        // Not checked as a number: some countries allow alphanumeric sender IDs.
+        if self.from.trim().is_empty() {
+            return Err(BuildError::option(
+                name,
+                "from",
+                "must not be empty: one of your numbers, e.g. \"+15550000000\"",
+            ));
         }
         if self.to.is_empty() {
             return Err(BuildError::option(name, "to", "must list at least one recipient"));

@@ -5,6 +5,7 @@ when stdin closes (the test that started it is done).
 """
 
 import sys
+import time
 import urllib.request
 
 from moto.server import ThreadedMotoServer
@@ -15,7 +16,14 @@ def main():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT")
-    urllib.request.urlopen(request).read()
+    for attempt in range(100):
+        try:
+            urllib.request.urlopen(request).read()
+            break
+        except OSError:
+            if attempt == 99:
+                raise
+            time.sleep(0.05)
     print("ready", flush=True)
     sys.stdin.read()
     server.stop()
