@@ -61,10 +61,11 @@ impl Application {
     /// failing store behind the real router).
     pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let mut routes = Vec::new();
+        let context = crate::handlers::BuildContext { signalwire: &config.signalwire };
         for (name, handler) in &config.handlers {
             routes.push(Route {
                 name: name.clone(),
-                handler: handler.build(name)?,
+                handler: handler.build_with(name, &context)?,
                 options: handler.effective_options(),
             });
         }

@@ -13,6 +13,8 @@ pub mod event;
 pub mod handlers;
 pub mod metrics;
 pub mod server;
+pub mod signalwire;
 pub mod signature;
 pub mod store;
 pub mod telemetry;
+pub mod template;

@@ -178,14 +178,15 @@ fn validate(figment: &Figment, config: &Config) -> Result<(), ConfigError> {
     if config.dispatch.poll_interval.is_zero() {
         return Err(invalid("dispatch.poll_interval", "must be greater than zero".into()));
     }
+    config.signalwire.check().map_err(|p| invalid(p.key, p.message))?;
+    let context = crate::handlers::BuildContext { signalwire: &config.signalwire };
     for (name, handler) in &config.handlers {
         let key = format!("handlers.{name}");
         if !is_snake_case(name) {
             return Err(invalid(&key, "handler names are snake_case: [a-z][a-z0-9_]*".into()));
         }
-        if let Err(e) = handler.build(name) {
-            let option = format!("{key}.{}", e.option);
-            return Err(invalid(&option, e.message));
+        if let Err(e) = handler.build_with(name, &context) {
+            return Err(invalid(&e.key(), e.message));
         }
     }
     Ok(())
@@ -301,6 +302,28 @@ mod tests {
         let f = file(&format!("{BASE}[handlers.Audit]\ntype = \"log\"\n"));
         let e = load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
         assert!(e.contains("handlers.Audit"), "{e}");
+    }
+
+    #[test]
+    fn signalwire_section_loads_and_its_errors_name_the_key() {
+        let f = file(&format!(
+            "{BASE}[signalwire]\nspace_url = \"example.signalwire.com\"\nrecording_hosts = \"*.signalwire.com, files.example.com\"\n"
+        ));
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.signalwire.recording_hosts, vec!["*.signalwire.com", "files.example.com"]);
+        assert_eq!(
+            load_with_env(Some(file(BASE).path()), no_env()).unwrap().signalwire.recording_hosts,
+            vec!["*.signalwire.com"]
+        );
+        for (text, key) in [
+            ("[signalwire]\nspace_ur = \"x\"\n", "signalwire.space_ur"),
+            ("[signalwire]\nrecording_hosts = [\"bad host\"]\n", "signalwire.recording_hosts"),
+            ("[signalwire]\nspace_url = \"ftp://x\"\n", "signalwire.space_url"),
+        ] {
+            let f = file(&format!("{BASE}{text}"));
+            let e = load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::handlers::HandlerConfig;
+pub(crate) use load::string_or_list;
 pub use load::{ConfigError, load};
 
 /// The whole configuration.
@@ -27,6 +28,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The dispatcher that runs deliveries.
     pub dispatch: DispatchConfig,
+    /// SignalWire REST access (`archive`, `sms`, `email` attachments).
+    pub signalwire: crate::signalwire::SignalWireConfig,
     /// Named handlers: `[handlers.<name>]`.
     pub handlers: BTreeMap<String, HandlerConfig>,
 }

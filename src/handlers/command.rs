@@ -20,13 +20,15 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{Attempt, BuildError, DeliveryError, Handler};
+use crate::template::{Context, Template};
 
 /// Options of a `command` handler.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandOptions {
     /// The program to run: a name looked up in `PATH`, or a path (best absolute).
     pub program: String,
-    /// Arguments passed to the program, as they are (no shell is involved).
+    /// Arguments passed to the program (no shell is involved). Each is a template over the
+    /// event's fields, `event_id` and `format` (`wav`): `["--sid", "{{ RecordingSid }}"]`.
     #[serde(default)]
     pub args: Vec<String>,
     /// Extra environment variables, name → value, set on top of the event's fields.
@@ -79,6 +81,12 @@ impl CommandOptions {
         if self.args.iter().any(|a| a.contains('\0')) {
             return Err(err("args", "must not contain a NUL character"));
         }
+        let args = self
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Template::parse(a).map_err(|m| err("args", &format!("argument {i}: {m}"))))
+            .collect::<Result<Vec<_>, _>>()?;
         for (key, value) in &self.env {
             let option = format!("env.{key}");
             if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -93,13 +101,15 @@ impl CommandOptions {
         {
             return Err(err("working_dir", "must not be empty (leave it out instead)"));
         }
-        Ok(Arc::new(CommandHandler { name: name.to_owned(), options: self.clone() }))
+        Ok(Arc::new(CommandHandler { name: name.to_owned(), options: self.clone(), args }))
     }
 }
 
 struct CommandHandler {
     name: String,
     options: CommandOptions,
+    /// `options.args`, compiled.
+    args: Vec<Template>,
 }
 
 #[async_trait]
@@ -109,8 +119,14 @@ impl Handler for CommandHandler {
         let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&a.event.json)
             .map_err(|e| DeliveryError::permanent(format!("stored event is not a JSON object: {e}")))?;
 
+        let context = Context::new(a.event, "wav");
+        let args = self
+            .args
+            .iter()
+            .map(|t| t.render(&context).map_err(|m| DeliveryError::permanent(format!("args: {m}"))))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut cmd = tokio::process::Command::new(&o.program);
-        cmd.args(&o.args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         if let Some(dir) = &o.working_dir {
             cmd.current_dir(dir);
         }
@@ -650,6 +666,29 @@ mod tests {
         assert_eq!(v(json!("nul\0byte")), None);
         assert_eq!(event_var("Path", &json!("/evil")), None);
         assert_eq!(event_var("RecordhookEventId", &json!("forged")), None);
+    }
+
+    #[tokio::test]
+    async fn args_are_templates_over_the_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = options(
+            "/bin/sh",
+            &[
+                "-c",
+                "printf '%s|%s' \"$1\" \"$2\" > args.txt",
+                "sh",
+                "{{ RecordingSid }}",
+                "{{ event_id }}.{{ format }}",
+            ],
+        );
+        o.working_dir = Some(dir.path().to_owned());
+        deliver(&o).await.expect("delivered");
+        let got = std::fs::read_to_string(dir.path().join("args.txt")).unwrap();
+        assert_eq!(got, format!("e1b3c1b4-5b8a-4b2b-9a6e-6f1d2c3b4a59|{EVENT_ID}.wav"));
+
+        let Err(e) = options("true", &["{{ RecordingSd }}"]).build("run") else { panic!("built") };
+        assert_eq!(e.option, "args");
+        assert!(e.message.contains("`RecordingSd`"), "{e}");
     }
 
     #[test]

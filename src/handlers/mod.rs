@@ -5,10 +5,13 @@
 //! (filters, timeout, retry policy, concurrency) lives in [`CommonOptions`] and is applied
 //! by the dispatcher, not by the handler.
 
+pub mod archive;
 pub mod command;
+pub mod email;
 pub mod filter;
 pub mod http;
 pub mod log;
+pub mod sms;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,23 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::event::StoredEvent;
+use crate::signalwire::SignalWireConfig;
 pub use filter::Filter;
+
+/// What building a handler may need from the rest of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildContext<'a> {
+    /// `[signalwire]`: REST access for `archive`, `sms` and `email` attachments.
+    pub signalwire: &'a SignalWireConfig,
+}
+
+impl BuildContext<'static> {
+    /// A context with every section at its defaults (no SignalWire credentials).
+    pub fn defaults() -> Self {
+        static DEFAULT: std::sync::OnceLock<SignalWireConfig> = std::sync::OnceLock::new();
+        BuildContext { signalwire: DEFAULT.get_or_init(SignalWireConfig::default) }
+    }
+}
 
 /// Why one delivery attempt failed, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -137,6 +156,12 @@ pub enum HandlerKind {
     Http(http::HttpOptions),
     /// Run a program with the event on stdin and in its environment.
     Command(command::CommandOptions),
+    /// Download the recording and store it in a directory or an S3-compatible bucket.
+    Archive(archive::ArchiveOptions),
+    /// Send an e-mail, optionally with the recording attached.
+    Email(email::EmailOptions),
+    /// Send a text message through SignalWire's Messages API.
+    Sms(sms::SmsOptions),
 }
 
 /// One `[handlers.<name>]` table.
@@ -156,21 +181,53 @@ pub struct HandlerConfig {
 pub struct BuildError {
     /// The handler's name (the `<name>` of `[handlers.<name>]`).
     pub handler: String,
-    /// The option at fault.
+    /// The option at fault; a key of another section when it starts with `signalwire.`
+    /// (see [`BuildError::key`]).
     pub option: String,
     /// What is wrong with it.
     pub message: String,
 }
 
+impl BuildError {
+    /// The full config key at fault: `handlers.<name>.<option>`, or the `signalwire.<key>`
+    /// a handler needs.
+    pub fn key(&self) -> String {
+        if self.option.starts_with("signalwire.") || self.option == "signalwire" {
+            self.option.clone()
+        } else {
+            format!("handlers.{}.{}", self.handler, self.option)
+        }
+    }
+
+    /// A missing or bad `[signalwire]` key that handler `name` needs.
+    pub(crate) fn signalwire(name: &str, problem: crate::signalwire::ConfigProblem) -> Self {
+        BuildError {
+            handler: name.to_owned(),
+            option: problem.key.to_owned(),
+            message: format!("{} (needed by handler `{name}`)", problem.message),
+        }
+    }
+
+    /// An error in option `option` of handler `name`.
+    pub(crate) fn option(name: &str, option: &str, message: impl Into<String>) -> Self {
+        BuildError { handler: name.to_owned(), option: option.to_owned(), message: message.into() }
+    }
+}
+
 impl HandlerKind {
     /// Attempts running at once when `concurrency` is not set: high for `log` (an attempt
     /// is a log line), moderate for `http` (a downstream service should not be flooded),
-    /// low for `command` (each attempt is a process).
+    /// low for `command` (each attempt is a process), and a few for `archive` (each holds
+    /// a download and an upload open), `email` and `sms` (an SMTP relay or SignalWire's
+    /// rate limits should not be hammered).
     pub fn default_concurrency(&self) -> usize {
         match self {
             HandlerKind::Log(_) => 64,
             HandlerKind::Http(_) => 16,
             HandlerKind::Command(_) => 4,
+            HandlerKind::Archive(_) => 4,
+            HandlerKind::Email(_) => 4,
+            HandlerKind::Sms(_) => 4,
         }
     }
 }
@@ -183,8 +240,14 @@ impl HandlerConfig {
         options
     }
 
-    /// Checks the common options and builds the handler.
+    /// Checks the common options and builds the handler with every other section at its
+    /// defaults (enough for `log`, `http`, `command`).
     pub fn build(&self, name: &str) -> Result<Arc<dyn Handler>, BuildError> {
+        self.build_with(name, &BuildContext::defaults())
+    }
+
+    /// Checks the common options and builds the handler.
+    pub fn build_with(&self, name: &str, context: &BuildContext<'_>) -> Result<Arc<dyn Handler>, BuildError> {
         let err = |option: &str, message: &str| BuildError {
             handler: name.to_owned(),
             option: option.to_owned(),
@@ -206,6 +269,9 @@ impl HandlerConfig {
             HandlerKind::Log(o) => o.build(name),
             HandlerKind::Http(o) => o.build(name),
             HandlerKind::Command(o) => o.build(name),
+            HandlerKind::Archive(o) => o.build(name, context),
+            HandlerKind::Email(o) => o.build(name, context),
+            HandlerKind::Sms(o) => o.build(name, context),
         }
     }
 
