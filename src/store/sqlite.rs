@@ -42,15 +42,7 @@ enum Op {
     Probe(Reply<()>),
 }
 
-/// How the store is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The one server process: takes an exclusive lock on the database and, since no
-    /// other process can hold leases, makes every leased delivery due again at once.
-    Server,
-    /// A CLI command beside a running server (listing, replay): no lock, no recovery.
-    Tool,
-}
+pub use super::Mode;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
