@@ -115,8 +115,9 @@ impl Application {
     /// handed back to the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         let addr = self.local_addr();
-        let stop_wake_ups = CancellationToken::new();
-        let _stop_wake_ups = stop_wake_ups.clone().drop_guard();
+        // Background tasks beside the dispatcher; stopped when this returns.
+        let background = CancellationToken::new();
+        let _background = background.clone().drop_guard();
         let server = &self.config.server;
         tracing::info!(%addr, path = %server.path, handlers = self.config.handlers.len(), "recordhook listening");
         let dispatching = self.dispatcher.start();
@@ -124,7 +125,7 @@ impl Application {
         // rather than at its next poll.
         if let Some(mut wake_ups) = self.state.store.wake_ups() {
             let handoff = self.state.handoff.clone();
-            let stop = stop_wake_ups.clone();
+            let stop = background.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
@@ -138,6 +139,9 @@ impl Application {
                     }
                 }
             });
+        }
+        if let Some(retention) = self.config.store.retention {
+            tokio::spawn(crate::store::retention::run(self.state.store.clone(), retention, background.clone()));
         }
         let router = router(self.state.clone(), &server.path, server.request_timeout);
         let stop = CancellationToken::new();

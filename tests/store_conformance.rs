@@ -88,6 +88,7 @@ conformance!(
     ping_succeeds_on_a_healthy_store,
     a_delivery_stored_claimed_is_not_claimed_again_until_its_lease_runs_out,
     the_holder_of_a_stored_claim_records_its_outcome,
+    retention_purges_only_finished_history,
 );
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -244,6 +245,41 @@ async fn the_holder_of_a_stored_claim_records_its_outcome(store: Arc<dyn Store>)
     let Ingested::Stored { leased, .. } = store.ingest(e).await.unwrap() else { panic!() };
     store.finish(leased[0].1, 1, Outcome::Dead { error: "400".into() }).await.unwrap();
     assert_eq!(store.dead_letters().await.unwrap().len(), 1);
+}
+
+async fn retention_purges_only_finished_history(store: Arc<dyn Store>) {
+    let sid = |n: u32| format!("RE{n}");
+    for n in 1..=4 {
+        // RE3 matched no handler: an event with no deliveries at all.
+        let handlers: &[&str] = if n == 3 { &[] } else { &["a"] };
+        store.ingest(event(&sid(n), RecordingStatus::Completed, handlers)).await.unwrap();
+    }
+    store.quarantine(NewQuarantine { fields: "[]".into(), errors: "[]".into() }).await.unwrap();
+    let mut claims = store.claim("a", 10, LEASE).await.unwrap();
+    claims.sort_by_key(|c| c.event.event.recording_sid.clone());
+    let [c1, c2, c4] = &claims[..] else { panic!("{claims:?}") };
+    store.finish(c1.delivery_id, c1.attempt, Outcome::Delivered).await.unwrap();
+    store.finish(c2.delivery_id, c2.attempt, Outcome::Dead { error: "404".into() }).await.unwrap();
+    let retry = Outcome::Retry { delay: Duration::from_secs(3600), error: "503".into() };
+    store.finish(c4.delivery_id, c4.attempt, retry).await.unwrap();
+
+    // Nothing is old enough yet.
+    assert_eq!(store.purge(Duration::from_secs(3600), 100).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // RE1's delivery and event, and RE3's event.
+    assert_eq!(store.purge(Duration::from_millis(10), 100).await.unwrap(), 3);
+    assert_eq!(store.purge(Duration::from_millis(10), 100).await.unwrap(), 0);
+
+    // Dead, pending and quarantined survive.
+    assert_eq!(store.dead_letters().await.unwrap().len(), 1);
+    assert_eq!(store.quarantined().await.unwrap().len(), 1);
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats[0].pending, stats[0].dead), (1, 1));
+    // Purged events are gone (their dedupe keys too); the others are still there.
+    for (n, gone) in [(1, true), (2, false), (3, true), (4, false)] {
+        let again = store.ingest(event(&sid(n), RecordingStatus::Completed, &[])).await.unwrap();
+        assert_eq!(matches!(again, Ingested::Stored { .. }), gone, "RE{n}: {again:?}");
+    }
 }
 
 // --- SQLite only: one process owns the file ---------------------------------------

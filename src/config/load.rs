@@ -194,6 +194,9 @@ fn validate(figment: &Figment, config: &Config) -> Result<(), ConfigError> {
 
 fn check_store(config: &Config) -> Result<(), (&'static str, String)> {
     let store = &config.store;
+    if store.retention.is_some_and(|r| r < std::time::Duration::from_secs(60)) {
+        return Err(("store.retention", "must be at least 1m (it is a history window, e.g. \"30d\")".into()));
+    }
     if store.kind != StoreKind::Postgres {
         return Ok(());
     }
@@ -334,7 +337,7 @@ mod tests {
     }
 
     #[test]
-    fn postgres_needs_a_url() {
+    fn postgres_needs_a_url_and_retention_is_a_duration() {
         let f = file(&format!("{BASE}[store]\ntype = \"postgres\"\n"));
         let e = load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
         assert!(e.contains("store.url"), "{e}");
@@ -342,6 +345,15 @@ mod tests {
             file(&format!("{BASE}[store]\ntype = \"postgres\"\nurl = \"postgres://rh:s3cret@db/rh\"\npool_size = 4\n"));
         let c = load_with_env(Some(f.path()), no_env()).unwrap();
         assert_eq!(c.store.pool_size, 4);
+        assert_eq!(c.store.retention, None);
+        let f = file(&format!("{BASE}[store]\nretention = \"30d\"\n"));
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.store.retention, Some(std::time::Duration::from_secs(30 * 86_400)));
+        let f = file(&format!("{BASE}[store]\nretention = \"1s\"\n"));
+        let e = load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
+        assert!(e.contains("store.retention"), "{e}");
+        let f = file(&format!("{BASE}[store]\ntype = \"postgres\"\nurl = \"postgres://rh:s3cret@db/rh\"\n"));
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
         let shown = format!("{:?}", c.store);
         assert!(!shown.contains("s3cret") && shown.contains("***"), "{shown}");
     }

@@ -128,11 +128,23 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// Most connections this process opens to PostgreSQL. (`postgres` only.)
     pub pool_size: usize,
+    /// How long finished history is kept, e.g. `"30d"`: delivered deliveries, and events
+    /// whose deliveries were all delivered, are deleted once older than this. Pending and
+    /// dead deliveries and the quarantine are never purged. Unset: keep everything.
+    /// Also the dedupe window: a purged (`RecordingSid`, `RecordingStatus`) is new again.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { kind: StoreKind::Sqlite, path: PathBuf::from("./data/recordhook.db"), url: None, pool_size: 16 }
+        Self {
+            kind: StoreKind::Sqlite,
+            path: PathBuf::from("./data/recordhook.db"),
+            url: None,
+            pool_size: 16,
+            retention: None,
+        }
     }
 }
 
@@ -144,6 +156,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("path", &self.path)
             .field("url", &self.url.as_deref().map(redact_url))
             .field("pool_size", &self.pool_size)
+            .field("retention", &self.retention)
             .finish()
     }
 }

@@ -7,6 +7,7 @@
 //! one atomic step. `tests/store_conformance.rs` runs one suite against both.
 
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -225,6 +226,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store can commit a write right now.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Retention: deletes delivered deliveries finished more than `older_than` ago, then
+    /// events received more than `older_than` ago that no delivery refers to any more
+    /// (all delivered and purged, or never queued). Pending and dead deliveries, their
+    /// events, and quarantined callbacks are never purged. At most `limit` rows of each
+    /// table per call; returns how many rows went (call again while it is non-zero).
+    /// A purged event's (`RecordingSid`, `RecordingStatus`) can be stored again: the
+    /// dedupe window is the retention period.
+    async fn purge(&self, older_than: Duration, limit: usize) -> Result<u64, StoreError>;
 
     /// Pending and dead counts per handler.
     async fn stats(&self) -> Result<Vec<HandlerStats>, StoreError>;

@@ -502,6 +502,36 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn purge(&self, older_than: Duration, limit: usize) -> Result<u64, StoreError> {
+        let older_than = older_than.as_millis() as i64;
+        let limit = limit as i64;
+        self.with(async |client| {
+            // Two statements, each its own transaction: a purge never holds locks long,
+            // and replicas purging at once just find less to do.
+            let deliveries = client
+                .prepare_cached(concat!(
+                    "DELETE FROM deliveries WHERE id IN (
+                        SELECT id FROM deliveries WHERE state = 'delivered' AND updated_at < ",
+                    now_ms!(),
+                    " - $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                ))
+                .await?;
+            let events = client
+                .prepare_cached(concat!(
+                    "DELETE FROM events WHERE seq IN (
+                        SELECT seq FROM events e WHERE e.received_at < ",
+                    now_ms!(),
+                    " - $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)
+                        LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                ))
+                .await?;
+            let d = client.execute(&deliveries, &[&older_than, &limit]).await?;
+            let e = client.execute(&events, &[&older_than, &limit]).await?;
+            Ok(d + e)
+        })
+        .await
+    }
+
     async fn stats(&self) -> Result<Vec<HandlerStats>, StoreError> {
         let rows = self
             .with(async |client| {

@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 -- Partial indexes: only work still to do (or dead) is indexed.
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (handler, due_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (handler) WHERE state = 'dead';
+-- Retention (does the event still have deliveries?) and the foreign key's check when an
+-- event is deleted.
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
 
 -- Authentic callbacks that failed validation.
 CREATE TABLE IF NOT EXISTS quarantine (
