@@ -175,7 +175,15 @@ fn validate(figment: &Figment, config: &Config) -> Result<(), ConfigError> {
             return Err(invalid("signature.signing_keys", "contains an empty key".into()));
         }
     }
-    check_store(config).map_err(|(key, message)| invalid(key, message))?;
+    check_store(config).map_err(|(key, message)| match key {
+        // Missing: it has no origin of its own; say where the type came from instead.
+        "store.url" if config.store.url.is_none() => ConfigError::Invalid {
+            key: key.to_owned(),
+            origin: String::new(),
+            message: format!("{message}; store.type is set{}", origin(figment, "store.type")),
+        },
+        _ => invalid(key, message),
+    })?;
     if config.dispatch.poll_interval.is_zero() {
         return Err(invalid("dispatch.poll_interval", "must be greater than zero".into()));
     }
