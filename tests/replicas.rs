@@ -157,8 +157,16 @@ impl Replica {
             command.env_remove(name);
         }
         let child = command.spawn().unwrap();
-        let replica = Replica { port, child };
-        replica.wait_ready(Duration::from_secs(30)).await;
+        let mut replica = Replica { port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while replica.readyz().await != Some(StatusCode::OK) {
+            if let Ok(Some(status)) = replica.child.try_wait() {
+                let log = std::fs::read_to_string(dir.join(format!("replica-{port}.log"))).unwrap_or_default();
+                panic!("replica on port {port} exited during start-up ({status}):\n{log}");
+            }
+            assert!(Instant::now() < deadline, "replica on port {port} never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         replica
     }
 
