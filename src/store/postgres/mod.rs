@@ -53,20 +53,18 @@ use super::{
 };
 use crate::event::StoredEvent;
 
-const SCHEMA: &str = include_str!("postgres_schema.sql");
+mod listen;
+
+const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i32 = 1;
 /// Advisory lock key held while migrating (any fixed number; "recordhk" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7265_636f_7264_686b;
-/// The notification channel.
-const CHANNEL: &str = "recordhook";
 /// How long a request waits for a pooled connection (or a new one to be made) before
 /// the store is called unavailable and the callback answered 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest any one store operation may take, for the same reason: a database that
 /// stopped answering (a cut network, not a refused connection) must not hang callbacks.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Wait between attempts to (re)open the LISTEN connection.
-const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the epoch by the database's clock.
 macro_rules! now_ms {
@@ -133,7 +131,7 @@ impl PostgresStore {
         let store = Self { pool, wake, listening: mode == Mode::Server, stop: CancellationToken::new() };
         tokio::time::timeout(OP_TIMEOUT * 3, store.migrate()).await.map_err(|_| timed_out())??;
         if store.listening {
-            tokio::spawn(listen(config, store.wake.clone(), store.stop.clone()));
+            tokio::spawn(listen::run(config, store.wake.clone(), store.stop.clone()));
         }
         Ok(store)
     }
@@ -186,56 +184,6 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.stop.cancel();
         self.pool.close();
-    }
-}
-
-/// Holds a `LISTEN` connection for as long as the store lives, reconnecting after
-/// failures, and republishes each notified handler name.
-async fn listen(config: tokio_postgres::Config, wake: broadcast::Sender<String>, stop: CancellationToken) {
-    let mut reported = false;
-    loop {
-        let attempt = async {
-            let (client, mut connection) = config.connect(NoTls).await?;
-            // The connection must be polled for the LISTEN below to complete, and it is
-            // what yields the notifications: drive it here, forwarding them.
-            let wake = wake.clone();
-            let driver = async move {
-                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                use futures_util::StreamExt;
-                while let Some(message) = messages.next().await {
-                    if let tokio_postgres::AsyncMessage::Notification(n) = message? {
-                        // No subscriber yet is fine.
-                        let _ = wake.send(n.payload().to_owned());
-                    }
-                }
-                Ok::<(), tokio_postgres::Error>(())
-            };
-            let driving = tokio::spawn(driver);
-            client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-            tracing::debug!("listening for wake-ups");
-            let ended = driving.await;
-            drop(client);
-            match ended {
-                Ok(r) => r,
-                Err(_) => Ok(()),
-            }
-        };
-        let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = attempt => r,
-        };
-        match result {
-            Err(e) if !reported => {
-                tracing::warn!(error = %e, "wake-up listener lost its connection; reconnecting (polling meanwhile)");
-                reported = true;
-            }
-            Err(_) => {}
-            Ok(()) => reported = false,
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(LISTEN_RETRY) => {}
-        }
     }
 }
 
