@@ -207,11 +207,18 @@ wrk_field() {
 
 log "building (release)"
 cargo build --release --quiet --bin recordhook --example bare_axum --example gen_callbacks
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+# Private copies: a shared target directory (CARGO_TARGET_DIR) may have its binaries
+# replaced by another checkout's build while this runs.
+mkdir -p "$TMP/bin/examples"
+built="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+cp "$built/recordhook" "$TMP/bin/"
+cp "$built/examples/bare_axum" "$built/examples/gen_callbacks" "$TMP/bin/examples/"
+BIN="$TMP/bin"
 
 BARE_PORT=$(free_port 18081)
-RH_PORT=$(free_port 18082)
-[[ $RH_PORT != "$BARE_PORT" ]] || RH_PORT=$(free_port 0)
+# Any free port (not a fixed one another run on this machine may also pick): recordhook
+# and recordhook_pg reuse it, since the request files are signed for it.
+RH_PORT=$(free_port 0)
 WEBHOOK_PORT=$(free_port 9000)
 
 RUN_SECS=$(seconds "$DURATION")
@@ -256,6 +263,11 @@ type = "log"
 EOF
 fi
 
+if [[ $PG == 1 ]]; then
+    "$BIN/recordhook" check-config --config "$TMP/recordhook_pg.toml" >/dev/null \
+        || die "the built recordhook does not accept the PostgreSQL config"
+fi
+
 cat >"$TMP/hooks.json" <<EOF
 [
   {
@@ -281,6 +293,8 @@ bench() {
     PIDS+=("$pid")
     wait_ready "$ready" "$pid" "$name"
     sleep 0.5
+    # Something else answering on the port while ours died (port taken) is not a result.
+    kill -0 "$pid" 2>/dev/null || die "$name exited after start-up: $(tail -n 3 "$TMP/$name.stderr")"
     IDLE[$name]=$(rss_kb "$pid" VmRSS)
 
     log "$name: warming up for $WARMUP"
