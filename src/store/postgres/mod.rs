@@ -45,6 +45,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -72,6 +73,36 @@ macro_rules! now_ms {
         "(extract(epoch from clock_timestamp()) * 1000)::bigint"
     };
 }
+
+/// The ingest statement, run right after the recording's advisory lock is granted. One
+/// row: `superseded` (NULL: a duplicate), the stored event's id if it was a duplicate,
+/// and the deliveries stored leased to this process (handlers and ids, in the same order).
+/// Deliveries stored due notify the other replicas (delivered on commit).
+const INGEST: &str = concat!(
+    "WITH ev AS (
+        INSERT INTO events (id, recording_sid, recording_status, received_at, superseded, payload)
+        VALUES ($1, $2, $3, ",
+    now_ms!(),
+    ", $4 AND EXISTS (SELECT 1 FROM events WHERE recording_sid = $2
+                          AND recording_status IN ('completed', 'absent', 'failed')), $5)
+        ON CONFLICT (recording_sid, recording_status) DO NOTHING
+        RETURNING seq, superseded, received_at
+    ), d AS (
+        INSERT INTO deliveries (event_seq, handler, state, attempts, leased, due_at, updated_at)
+        SELECT ev.seq, t.handler, 'pending', CASE WHEN t.lease IS NULL THEN 0 ELSE 1 END, t.lease IS NOT NULL,
+               ev.received_at + coalesce(t.lease, 0), ev.received_at
+        FROM ev CROSS JOIN unnest($6::text[], $7::bigint[]) AS t (handler, lease)
+        WHERE NOT ev.superseded
+        RETURNING id, handler, leased
+    ), n AS (
+        SELECT count(pg_notify('recordhook', handler)::text) AS n FROM d WHERE NOT leased
+    )
+    SELECT (SELECT superseded FROM ev),
+           (SELECT id FROM events WHERE recording_sid = $2 AND recording_status = $3),
+           (SELECT array_agg(handler ORDER BY id) FROM d WHERE leased),
+           (SELECT array_agg(id ORDER BY id) FROM d WHERE leased),
+           (SELECT n FROM n)"
+);
 
 /// The shared PostgreSQL store.
 pub struct PostgresStore {
@@ -198,70 +229,48 @@ impl Store for PostgresStore {
         let may_be_superseded = !e.recording_status.is_final();
         let handlers: Vec<&str> = e.targets.iter().map(|t| t.handler.as_str()).collect();
         let leases: Vec<Option<i64>> = e.targets.iter().map(|t| t.lease.map(|l| l.as_millis() as i64)).collect();
-        self.with(async |client| {
-            let tx = client.transaction().await?;
-            // Serializes every ingest of this recording, on every replica, until commit:
-            // the final-status check below and the insert are then one atomic step.
-            let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtext($1))").await?;
-            tx.execute(&lock, &[&e.recording_sid]).await?;
-            let insert = tx
-                .prepare_cached(concat!(
-                    "INSERT INTO events (id, recording_sid, recording_status, received_at, superseded, payload)
-                     VALUES ($1, $2, $3, ",
-                    now_ms!(),
-                    ", $4 AND EXISTS (SELECT 1 FROM events WHERE recording_sid = $2
-                                         AND recording_status IN ('completed', 'absent', 'failed')), $5)
-                     ON CONFLICT (recording_sid, recording_status) DO NOTHING
-                     RETURNING seq, superseded, received_at"
-                ))
-                .await?;
-            let inserted =
-                tx.query_opt(&insert, &[&e.id, &e.recording_sid, &status, &may_be_superseded, &e.json]).await?;
-            let Some(row) = inserted else {
-                let find = tx.prepare_cached("SELECT id FROM events WHERE recording_sid = $1 AND recording_status = $2").await?;
-                let event_id: String = tx.query_one(&find, &[&e.recording_sid, &status]).await?.get(0);
-                tx.commit().await?;
-                return Ok(Ingested::Duplicate { event_id });
-            };
-            let (seq, superseded, now): (i64, bool, i64) = (row.get(0), row.get(1), row.get(2));
-            if superseded || e.targets.is_empty() {
-                tx.commit().await?;
-                return Ok(if superseded {
-                    Ingested::Superseded { event_id: e.id.clone() }
-                } else {
-                    Ingested::Stored { event_id: e.id.clone(), leased: Vec::new() }
-                });
-            }
-            // One statement for every delivery; the ones stored due (not leased to this
-            // process) notify the other replicas, on commit.
-            let deliveries = tx
-                .prepare_cached(
-                    "WITH d AS (
-                        INSERT INTO deliveries (event_seq, handler, state, attempts, leased, due_at, updated_at)
-                        SELECT $1, t.handler, 'pending', CASE WHEN t.lease IS NULL THEN 0 ELSE 1 END,
-                               t.lease IS NOT NULL, $2 + coalesce(t.lease, 0), $2
-                        FROM unnest($3::text[], $4::bigint[]) AS t (handler, lease)
-                        RETURNING id, handler, leased)
-                     SELECT id, handler, leased, CASE WHEN leased THEN NULL ELSE pg_notify('recordhook', handler)::text END
-                     FROM d",
-                )
-                .await?;
-            let rows = tx.query(&deliveries, &[&seq, &now, &handlers, &leases]).await?;
-            tx.commit().await?;
-            // In the order of the targets that asked for a lease (one delivery per handler).
-            let leased = e
-                .targets
-                .iter()
-                .filter(|t| t.lease.is_some())
-                .filter_map(|t| {
-                    rows.iter()
-                        .find(|r| r.get::<_, &str>(1) == t.handler && r.get::<_, bool>(2))
-                        .map(|r| (t.handler.clone(), r.get::<_, i64>(0)))
-                })
-                .collect();
-            Ok(Ingested::Stored { event_id: e.id.clone(), leased })
-        })
-        .await
+        let row = self
+            .with(async |client| {
+                let lock = client.prepare_cached("SELECT pg_advisory_xact_lock(hashtext($1))").await?;
+                let store = client.prepare_cached(INGEST).await?;
+                // One round trip: the four statements are pipelined (sent together, run in
+                // order). The lock serializes every ingest of this recording, on every
+                // replica, until commit; the insert is a separate statement so that its
+                // snapshot, taken after the lock was granted, sees what earlier holders
+                // committed — the final-status check and the insert are one atomic step.
+                // If the insert fails, COMMIT on the aborted transaction rolls it back.
+                let lock_params: [&(dyn ToSql + Sync); 1] = [&e.recording_sid];
+                let store_params: [&(dyn ToSql + Sync); 7] =
+                    [&e.id, &e.recording_sid, &status, &may_be_superseded, &e.json, &handlers, &leases];
+                let (_, _, row, _) = futures_util::try_join!(
+                    client.batch_execute("BEGIN"),
+                    client.execute(&lock, &lock_params),
+                    client.query_one(&store, &store_params),
+                    client.batch_execute("COMMIT"),
+                )?;
+                Ok(row)
+            })
+            .await?;
+        let superseded: Option<bool> = row.get(0);
+        let Some(superseded) = superseded else {
+            return Ok(Ingested::Duplicate { event_id: row.get(1) });
+        };
+        if superseded {
+            return Ok(Ingested::Superseded { event_id: e.id });
+        }
+        let leased_handlers: Vec<String> = row.get::<_, Option<Vec<String>>>(2).unwrap_or_default();
+        let leased_ids: Vec<i64> = row.get::<_, Option<Vec<i64>>>(3).unwrap_or_default();
+        // In the order of the targets that asked for a lease (one delivery per handler).
+        let leased = e
+            .targets
+            .iter()
+            .filter(|t| t.lease.is_some())
+            .filter_map(|t| {
+                let i = leased_handlers.iter().position(|h| *h == t.handler)?;
+                Some((t.handler.clone(), leased_ids[i]))
+            })
+            .collect();
+        Ok(Ingested::Stored { event_id: e.id, leased })
     }
 
     async fn quarantine(&self, item: NewQuarantine) -> Result<i64, StoreError> {
