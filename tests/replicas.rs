@@ -103,8 +103,15 @@ struct Replica {
     child: Child,
 }
 
+/// A free port below the kernel's ephemeral range: a killed replica is restarted on the
+/// same port, which an outgoing connection could otherwise have taken meanwhile.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn config(dir: &Path, port: u16, store_url: &str, receiver: &str) -> std::path::PathBuf {
@@ -247,7 +254,10 @@ async fn three_replicas_lose_nothing_when_one_is_killed_mid_load() {
     let dir = tempfile::tempdir().unwrap();
     // A little slow, so deliveries are in flight when the replica dies.
     let receiver = Receiver::start(Duration::from_millis(20), |_, _| (StatusCode::OK, None)).await;
-    let ports = [free_port(), free_port(), free_port()];
+    let mut ports = [free_port(), free_port(), free_port()];
+    while ports[1] == ports[0] || ports[2] == ports[0] || ports[2] == ports[1] {
+        ports = [free_port(), free_port(), free_port()];
+    }
     let mut replicas = Vec::new();
     for port in ports {
         replicas.push(Some(Replica::start(dir.path(), port, &db.url, &receiver.url).await));
