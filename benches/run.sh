@@ -6,6 +6,9 @@
 #   recordhook  the release binary, `serve`: signatures required, SQLite with fsync on every
 #               commit (the defaults), one `log` handler, stdout to /dev/null, RUST_LOG unset
 #   webhook     adnanh/webhook (Debian package) running /bin/true for every POST
+#   recordhook_pg  with PG=1: the same release binary and config on the PostgreSQL store,
+#               one replica on a fresh database (created on the server at BENCH_POSTGRES_URL,
+#               dropped afterwards), so both stores are measured in the same run
 #
 # Every request is a distinct, correctly signed form callback (one RecordingSid each),
 # generated ahead of time by examples/gen_callbacks.rs and sent by wrk through
@@ -22,6 +25,8 @@
 #   MAX_RATE     requests/s the request file is sized for, per second of DURATION
 #                (default 120000); if a target is faster, wrk prints a WARNING
 #   KEEP_TMP=1   keep the temp dir (request files, logs, the SQLite store)
+#   PG=1         also measure recordhook on PostgreSQL (needs psql and a server)
+#   BENCH_POSTGRES_URL  admin URL of that server (default postgres://postgres@127.0.0.1:5432/postgres)
 #
 # Needs: cargo, python3, curl; wrk and webhook are installed with apt-get when missing.
 set -euo pipefail
@@ -31,6 +36,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 MAX_RATE=${MAX_RATE:-120000}
+PG=${PG:-0}
+BENCH_POSTGRES_URL=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 KEY=PSK_bench_signing_key
 PATH_CALLBACK=/recording-status
 
@@ -58,7 +65,9 @@ if ((${#missing[@]})); then
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for tool in cargo python3 curl wrk webhook; do
+tools=(cargo python3 curl wrk webhook)
+[[ $PG == 1 ]] && tools+=(psql)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
 
@@ -66,6 +75,7 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/recordhook-bench.XXXXXX")
 PIDS=()
+PG_DB=""
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
@@ -76,6 +86,9 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    if [[ -n $PG_DB ]]; then
+        psql -q -d "$BENCH_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
     if [[ ${KEEP_TMP:-0} == 1 ]]; then
         log "kept $TMP"
     else
@@ -194,11 +207,18 @@ wrk_field() {
 
 log "building (release)"
 cargo build --release --quiet --bin recordhook --example bare_axum --example gen_callbacks
-BIN="$ROOT/target/release"
+# Private copies: a shared target directory (CARGO_TARGET_DIR) may have its binaries
+# replaced by another checkout's build while this runs.
+mkdir -p "$TMP/bin/examples"
+built="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+cp "$built/recordhook" "$TMP/bin/"
+cp "$built/examples/bare_axum" "$built/examples/gen_callbacks" "$TMP/bin/examples/"
+BIN="$TMP/bin"
 
 BARE_PORT=$(free_port 18081)
-RH_PORT=$(free_port 18082)
-[[ $RH_PORT != "$BARE_PORT" ]] || RH_PORT=$(free_port 0)
+# Any free port (not a fixed one another run on this machine may also pick): recordhook
+# and recordhook_pg reuse it, since the request files are signed for it.
+RH_PORT=$(free_port 0)
 WEBHOOK_PORT=$(free_port 9000)
 
 RUN_SECS=$(seconds "$DURATION")
@@ -226,6 +246,28 @@ path = "$TMP/recordhook.db"
 type = "log"
 EOF
 
+if [[ $PG == 1 ]]; then
+    PG_DB="rh_bench_$$"
+    psql -q -d "$BENCH_POSTGRES_URL" -c "CREATE DATABASE $PG_DB" >/dev/null || die "cannot create a database at BENCH_POSTGRES_URL"
+    PG_URL=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' \
+        "$BENCH_POSTGRES_URL" "$PG_DB")
+    # The same listener, signature and handler as the SQLite run: only the store differs.
+    sed -e '/^\[store\]/,$d' "$TMP/recordhook.toml" >"$TMP/recordhook_pg.toml"
+    cat >>"$TMP/recordhook_pg.toml" <<EOF
+[store]
+type = "postgres"
+url = "$PG_URL"
+
+[handlers.log]
+type = "log"
+EOF
+fi
+
+if [[ $PG == 1 ]]; then
+    "$BIN/recordhook" check-config --config "$TMP/recordhook_pg.toml" >/dev/null \
+        || die "the built recordhook does not accept the PostgreSQL config"
+fi
+
 cat >"$TMP/hooks.json" <<EOF
 [
   {
@@ -251,6 +293,8 @@ bench() {
     PIDS+=("$pid")
     wait_ready "$ready" "$pid" "$name"
     sleep 0.5
+    # Something else answering on the port while ours died (port taken) is not a result.
+    kill -0 "$pid" 2>/dev/null || die "$name exited after start-up: $(tail -n 3 "$TMP/$name.stderr")"
     IDLE[$name]=$(rss_kb "$pid" VmRSS)
 
     log "$name: warming up for $WARMUP"
@@ -292,6 +336,12 @@ bench bare "http://127.0.0.1:$BARE_PORT$PATH_CALLBACK" "http://127.0.0.1:$BARE_P
 bench recordhook "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
     "$BIN/recordhook" serve --config "$TMP/recordhook.toml"
 
+if [[ $PG == 1 ]]; then
+    # Same port as the SQLite run (stopped by now), so the signed request files fit.
+    bench recordhook_pg "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
+        "$BIN/recordhook" serve --config "$TMP/recordhook_pg.toml"
+fi
+
 bench webhook "http://127.0.0.1:$WEBHOOK_PORT/hooks/recording-status" "http://127.0.0.1:$WEBHOOK_PORT/" -- \
     webhook -hooks "$TMP/hooks.json" -ip 127.0.0.1 -port "$WEBHOOK_PORT"
 
@@ -312,7 +362,20 @@ else
     CHECKS+=("- FAIL: recordhook stored $STORED events for $ok_2xx 2xx answers (warm-up + run)")
     FAILED=1
 fi
-for name in bare recordhook webhook; do
+if [[ $PG == 1 ]]; then
+    STORED=$(psql -At -d "$PG_URL" -c "SELECT count(*) FROM events")
+    ok_2xx=$(( $(wrk_field "$TMP/recordhook_pg.wrk" requests) + $(wrk_field "$TMP/recordhook_pg.warm.wrk" requests) - NON2XX[recordhook_pg] ))
+    in_flight=$((STORED - ok_2xx))
+    if ((in_flight >= 0 && in_flight <= 2 * CONNECTIONS)); then
+        CHECKS+=("- ok: recordhook_pg stored $STORED events for $ok_2xx 2xx answers (warm-up + run)")
+    else
+        CHECKS+=("- FAIL: recordhook_pg stored $STORED events for $ok_2xx 2xx answers (warm-up + run)")
+        FAILED=1
+    fi
+fi
+NAMES=(bare recordhook webhook)
+[[ $PG == 1 ]] && NAMES+=(recordhook_pg)
+for name in "${NAMES[@]}"; do
     if ((NON2XX[$name] == 0)); then
         CHECKS+=("- ok: $name answered every request 2xx (socket errors: ${ERRORS[$name]})")
     else
@@ -351,12 +414,14 @@ mkdir -p "$OUT_DIR"
     echo "|---|---:|---:|---:|---:|---:|"
     row bare "bare axum (form → struct)"
     row recordhook "recordhook (signed, SQLite fsync, log handler)"
+    [[ $PG == 1 ]] && row recordhook_pg "recordhook (signed, PostgreSQL, log handler, 1 replica)"
     row webhook "webhook $(webhook -version | awk '{ print $NF }') (/bin/true)"
     echo
     echo "| ratio | requests/s | p50 | p99 | idle RSS | peak RSS |"
     echo "|---|---:|---:|---:|---:|---:|"
     ratio_row recordhook bare
     ratio_row recordhook webhook
+    [[ $PG == 1 ]] && ratio_row recordhook_pg recordhook
     echo
     printf '%s\n' "${CHECKS[@]}"
 } | tee "$OUT_DIR/results.md"

@@ -11,8 +11,9 @@ use crate::config::{Config, SignatureMode, StoreKind};
 use crate::dispatch::{Dispatcher, Route};
 use crate::server::{AppState, listen, router};
 use crate::signature::{SigningKey, Verifier};
-use crate::store::sqlite::{Mode, SqliteStore};
-use crate::store::{Store, StoreError};
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Mode, Store, StoreError};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +35,20 @@ pub enum StartError {
     },
 }
 
-/// Opens the configured store for the server.
-pub fn open_store(config: &Config, mode: Mode) -> Result<Arc<dyn Store>, StoreError> {
-    match config.store.kind {
-        StoreKind::Sqlite => Ok(Arc::new(SqliteStore::open(&config.store.path, mode)?)),
+/// Opens the configured store: for the server ([`Mode::Server`]) or for a CLI command
+/// beside running servers ([`Mode::Tool`]).
+pub async fn open_store(config: &Config, mode: Mode) -> Result<Arc<dyn Store>, StoreError> {
+    let store = &config.store;
+    match store.kind {
+        StoreKind::Sqlite => Ok(Arc::new(SqliteStore::open(&store.path, mode)?)),
+        StoreKind::Postgres => {
+            // Config validation guarantees a URL; this is only reached without it when a
+            // caller built a `Config` by hand.
+            let url = store.url.as_deref().ok_or_else(|| {
+                StoreError::Unavailable(Box::new(std::io::Error::other("store.url is required for postgres")))
+            })?;
+            Ok(Arc::new(PostgresStore::open(url, store.pool_size, mode).await?))
+        }
     }
 }
 
@@ -53,7 +64,7 @@ impl Application {
     /// Opens the store, builds every handler and binds the listener. Everything that can
     /// fail on a bad config fails here, before the port accepts a request.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let store = open_store(&config, Mode::Server)?;
+        let store = open_store(&config, Mode::Server).await?;
         Self::build_with_store(config, store).await
     }
 
@@ -105,9 +116,34 @@ impl Application {
     /// handed back to the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         let addr = self.local_addr();
+        // Background tasks beside the dispatcher; stopped when this returns.
+        let background = CancellationToken::new();
+        let _background = background.clone().drop_guard();
         let server = &self.config.server;
         tracing::info!(%addr, path = %server.path, handlers = self.config.handlers.len(), "recordhook listening");
         let dispatching = self.dispatcher.start();
+        // Work queued by other replicas (shared store only): wake the worker at once
+        // rather than at its next poll.
+        if let Some(mut wake_ups) = self.state.store.wake_ups() {
+            let handoff = self.state.handoff.clone();
+            let stop = background.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        name = wake_ups.recv() => match name {
+                            Ok(name) => handoff.wake([&name]),
+                            // Missed some: the poll catches up.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        },
+                    }
+                }
+            });
+        }
+        if let Some(retention) = self.config.store.retention {
+            tokio::spawn(crate::store::retention::run(self.state.store.clone(), retention, background.clone()));
+        }
         let router = router(self.state.clone(), &server.path, server.request_timeout);
         let stop = CancellationToken::new();
         let serving = tokio::spawn(listen::serve(self.listener, router, server.request_timeout, stop.clone()));

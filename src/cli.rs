@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::app::{Application, open_store};
 use crate::config::{Config, load};
 use crate::signature::{SigningKey, sign_fields, sign_raw};
+use crate::store::Mode;
 use crate::store::Replay;
-use crate::store::sqlite::Mode;
 
 /// Receives SignalWire RecordingStatusCallback webhooks and delivers every recording
 /// event to the systems that need it.
@@ -164,7 +164,11 @@ fn check_config(arg: ConfigArg) -> Result {
     println!(
         "ok: {} handler(s), store {}, signatures {}",
         config.handlers.len(),
-        config.store.path.display(),
+        match config.store.kind {
+            crate::config::StoreKind::Sqlite => format!("sqlite {}", config.store.path.display()),
+            crate::config::StoreKind::Postgres =>
+                format!("postgres {}", crate::config::redact_url(config.store.url.as_deref().unwrap_or_default())),
+        },
         match config.signature.mode {
             crate::config::SignatureMode::Required => "required",
             crate::config::SignatureMode::Disabled => "DISABLED",
@@ -174,7 +178,7 @@ fn check_config(arg: ConfigArg) -> Result {
 }
 
 async fn dead_letters(arg: ConfigArg) -> Result {
-    let store = open_store(&config(&arg)?, Mode::Tool)?;
+    let store = open_store(&config(&arg)?, Mode::Tool).await?;
     println!("delivery_id\thandler\tRecordingSid\tRecordingStatus\tattempts\tlast_error");
     for d in store.dead_letters().await? {
         println!(
@@ -191,7 +195,7 @@ async fn dead_letters(arg: ConfigArg) -> Result {
 }
 
 async fn quarantine(arg: ConfigArg) -> Result {
-    let store = open_store(&config(&arg)?, Mode::Tool)?;
+    let store = open_store(&config(&arg)?, Mode::Tool).await?;
     println!("id\treceived_at\terrors\tfields");
     for q in store.quarantined().await? {
         let at = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(q.received_at.max(0) as u64));
@@ -201,7 +205,7 @@ async fn quarantine(arg: ConfigArg) -> Result {
 }
 
 async fn replay(args: ReplayArgs) -> Result {
-    let store = open_store(&config(&args.config)?, Mode::Tool)?;
+    let store = open_store(&config(&args.config)?, Mode::Tool).await?;
     let which = match args.delivery {
         Some(id) => Replay::Delivery(id),
         None => Replay::AllDead,

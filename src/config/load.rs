@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::Value;
 use serde::{Deserialize, Deserializer};
 
-use super::{Config, SignatureMode};
+use super::{Config, SignatureMode, StoreKind};
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "RECORDHOOK_";
@@ -175,6 +175,15 @@ fn validate(figment: &Figment, config: &Config) -> Result<(), ConfigError> {
             return Err(invalid("signature.signing_keys", "contains an empty key".into()));
         }
     }
+    check_store(config).map_err(|(key, message)| match key {
+        // Missing: it has no origin of its own; say where the type came from instead.
+        "store.url" if config.store.url.is_none() => ConfigError::Invalid {
+            key: key.to_owned(),
+            origin: String::new(),
+            message: format!("{message}; store.type is set{}", origin(figment, "store.type")),
+        },
+        _ => invalid(key, message),
+    })?;
     if config.dispatch.poll_interval.is_zero() {
         return Err(invalid("dispatch.poll_interval", "must be greater than zero".into()));
     }
@@ -188,6 +197,31 @@ fn validate(figment: &Figment, config: &Config) -> Result<(), ConfigError> {
         if let Err(e) = handler.build_with(name, &context) {
             return Err(invalid(&e.key(), e.message));
         }
+    }
+    Ok(())
+}
+
+fn check_store(config: &Config) -> Result<(), (&'static str, String)> {
+    let store = &config.store;
+    if store.retention.is_some_and(|r| r < std::time::Duration::from_secs(60)) {
+        return Err(("store.retention", "must be at least 1m (it is a history window, e.g. \"30d\")".into()));
+    }
+    if store.kind != StoreKind::Postgres {
+        return Ok(());
+    }
+    let Some(url) = store.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Err((
+            "store.url",
+            "is required when store.type is \"postgres\" (e.g. RECORDHOOK_STORE__URL=postgres://user@host/db)".into(),
+        ));
+    };
+    // Parsed the way the store will parse it; the error never repeats the URL (it may hold
+    // a password).
+    if let Err(e) = url.parse::<tokio_postgres::Config>() {
+        return Err(("store.url", format!("not a PostgreSQL connection URL: {e}")));
+    }
+    if store.pool_size == 0 {
+        return Err(("store.pool_size", "must be greater than zero".into()));
     }
     Ok(())
 }
@@ -331,6 +365,28 @@ mod tests {
         let f = file("[signature]\nsigning_keys = \"PSK_a, PSK_b\"\n");
         let c = load_with_env(Some(f.path()), no_env()).unwrap();
         assert_eq!(c.signature.signing_keys, vec!["PSK_a", "PSK_b"]);
+    }
+
+    #[test]
+    fn postgres_needs_a_url_and_retention_is_a_duration() {
+        let f = file(&format!("{BASE}[store]\ntype = \"postgres\"\n"));
+        let e = load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
+        assert!(e.contains("store.url"), "{e}");
+        let f =
+            file(&format!("{BASE}[store]\ntype = \"postgres\"\nurl = \"postgres://rh:s3cret@db/rh\"\npool_size = 4\n"));
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.store.pool_size, 4);
+        assert_eq!(c.store.retention, None);
+        let f = file(&format!("{BASE}[store]\nretention = \"30d\"\n"));
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.store.retention, Some(std::time::Duration::from_secs(30 * 86_400)));
+        let f = file(&format!("{BASE}[store]\nretention = \"1s\"\n"));
+        let e = load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
+        assert!(e.contains("store.retention"), "{e}");
+        let f = file(&format!("{BASE}[store]\ntype = \"postgres\"\nurl = \"postgres://rh:s3cret@db/rh\"\n"));
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
+        let shown = format!("{:?}", c.store);
+        assert!(!shown.contains("s3cret") && shown.contains("***"), "{shown}");
     }
 
     #[test]

@@ -109,25 +109,72 @@ impl std::fmt::Debug for SignatureConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
-    /// An embedded SQLite database (WAL, fsync on every commit): the default.
+    /// An embedded SQLite database (WAL, fsync on every commit): the default. One process.
     #[default]
     Sqlite,
+    /// A shared PostgreSQL database: any number of replicas behind a load balancer.
+    Postgres,
 }
 
 /// `[store]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite` (embedded, the default).
+    /// `sqlite` (embedded, the default) or `postgres` (shared by several replicas).
     #[serde(rename = "type")]
     pub kind: StoreKind,
-    /// SQLite database file; its directory is created if missing.
+    /// SQLite database file; its directory is created if missing. (`sqlite` only.)
     pub path: PathBuf,
+    /// PostgreSQL connection URL, `postgres://user@host:5432/db` (`postgres` only, and
+    /// required there). A password may be in the URL, but prefer `PGPASSWORD` or the whole
+    /// URL in `RECORDHOOK_STORE__URL`, so it stays out of files. Never logged.
+    pub url: Option<String>,
+    /// Most connections this process opens to PostgreSQL. (`postgres` only.)
+    pub pool_size: usize,
+    /// How long finished history is kept, e.g. `"30d"`: delivered deliveries, and events
+    /// whose deliveries were all delivered, are deleted once older than this. Pending and
+    /// dead deliveries and the quarantine are never purged. Unset: keep everything.
+    /// Also the dedupe window: a purged (`RecordingSid`, `RecordingStatus`) is new again.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { kind: StoreKind::Sqlite, path: PathBuf::from("./data/recordhook.db") }
+        Self {
+            kind: StoreKind::Sqlite,
+            path: PathBuf::from("./data/recordhook.db"),
+            url: None,
+            pool_size: 16,
+            retention: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    // The URL may carry a password: print it redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("pool_size", &self.pool_size)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+/// A connection URL with its password (if any) replaced by `***`, fit for logs.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        // Not a URL (a `key=value` connection string, say): show nothing of it.
+        Err(_) => "(unparseable URL, redacted)".to_owned(),
     }
 }
 

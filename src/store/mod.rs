@@ -1,10 +1,13 @@
 //! Durable state: events, their deliveries, quarantined callbacks and dead letters.
 //!
 //! [`Store`] is the interface the receiver and the dispatcher use; [`sqlite`] is the
-//! embedded implementation. A store must make [`Store::ingest`] durable before it
-//! returns (the caller acknowledges the callback on its return) and must make the dedupe
-//! check and the insert one atomic step.
+//! embedded implementation (one process), [`postgres`] the shared one (several replicas).
+//! A store must make [`Store::ingest`] durable before it returns (the caller
+//! acknowledges the callback on its return) and must make the dedupe check and the insert
+//! one atomic step. `tests/store_conformance.rs` runs one suite against both.
 
+pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +23,17 @@ pub type Millis = i64;
 /// The current time in [`Millis`].
 pub fn now_millis() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A server process: SQLite takes an exclusive lock on the database and, since no
+    /// other process can hold leases, makes every leased delivery due again at once;
+    /// PostgreSQL (where other replicas do hold leases) listens for wake-ups instead.
+    Server,
+    /// A CLI command beside running servers (listing, replay): no lock, no recovery.
+    Tool,
 }
 
 /// One handler an event is queued for.
@@ -213,6 +227,24 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the store can commit a write right now.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Retention: deletes delivered deliveries finished more than `older_than` ago, then
+    /// events received more than `older_than` ago that no delivery refers to any more
+    /// (all delivered and purged, or never queued). Pending and dead deliveries, their
+    /// events, and quarantined callbacks are never purged. At most `limit` rows of each
+    /// table per call; returns how many rows went (call again while it is non-zero).
+    /// A purged event's (`RecordingSid`, `RecordingStatus`) can be stored again: the
+    /// dedupe window is the retention period.
+    async fn purge(&self, older_than: Duration, limit: usize) -> Result<u64, StoreError>;
+
     /// Pending and dead counts per handler.
     async fn stats(&self) -> Result<Vec<HandlerStats>, StoreError>;
+
+    /// Names of handlers whose deliveries were made due by *another* process (a replica's
+    /// ingest, release or replay), so this process's workers can claim them at once
+    /// instead of at their next poll. `None` when no other process can queue work (the
+    /// embedded store). Each call subscribes afresh; a lagging subscriber loses wake-ups,
+    /// which costs latency only: polling stays the fallback.
+    fn wake_ups(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }

@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 -- index space at all.
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (handler, due_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (handler) WHERE state = 'dead';
+-- Retention: finds whether an event still has deliveries. (Created by every start, so
+-- databases made before it get it too.)
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
 
 -- Authentic callbacks that failed validation.
 CREATE TABLE IF NOT EXISTS quarantine (

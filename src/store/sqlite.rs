@@ -38,18 +38,11 @@ enum Op {
     Finish { id: i64, attempt: u32, outcome: Outcome, reply: Reply<()> },
     Release(Vec<(i64, u32)>, Reply<()>),
     Replay(Replay, Reply<u64>),
+    Purge { older_than: Duration, limit: usize, reply: Reply<u64> },
     Probe(Reply<()>),
 }
 
-/// How the store is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The one server process: takes an exclusive lock on the database and, since no
-    /// other process can hold leases, makes every leased delivery due again at once.
-    Server,
-    /// A CLI command beside a running server (listing, replay): no lock, no recovery.
-    Tool,
-}
+pub use super::Mode;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -230,7 +223,7 @@ fn fail(op: Op, error: &str) {
         Op::Quarantine(_, tx) => tx.send(err(error)).is_ok(),
         Op::Claim { reply, .. } => reply.send(err(error)).is_ok(),
         Op::Finish { reply, .. } | Op::Release(_, reply) | Op::Probe(reply) => reply.send(err(error)).is_ok(),
-        Op::Replay(_, tx) => tx.send(err(error)).is_ok(),
+        Op::Replay(_, tx) | Op::Purge { reply: tx, .. } => tx.send(err(error)).is_ok(),
     };
 }
 
@@ -256,6 +249,9 @@ fn apply_in_savepoint(tx: &Transaction<'_>, op: Op, now: Millis) -> Option<Done>
         Op::Claim { handler, limit, lease, reply } => run!(Claim, reply, claim(c, &handler, limit, lease, now)),
         Op::Finish { id, attempt, outcome, reply } => run!(Unit, reply, finish(c, id, attempt, &outcome, now)),
         Op::Release(claims, reply) => run!(Unit, reply, release(c, &claims, now)),
+        Op::Purge { older_than, limit, reply } => {
+            run!(Count, reply, purge(c, now - older_than.as_millis() as Millis, limit))
+        }
         Op::Replay(which, reply) => {
             let r = match replay(c, which, now) {
                 Ok(0) if matches!(which, Replay::Delivery(_)) => {
@@ -411,6 +407,26 @@ fn replay(c: &Connection, which: Replay, now: Millis) -> rusqlite::Result<u64> {
     Ok(n as u64)
 }
 
+/// Deletes finished history older than `cutoff`, at most `limit` rows of each table.
+fn purge(c: &Connection, cutoff: Millis, limit: usize) -> rusqlite::Result<u64> {
+    let deliveries = c
+        .prepare_cached(
+            "DELETE FROM deliveries WHERE id IN (
+                SELECT id FROM deliveries WHERE state = 'delivered' AND updated_at < ?1 LIMIT ?2)",
+        )?
+        .execute(params![cutoff, limit as i64])?;
+    // An event goes once nothing refers to it any more: every delivery was delivered and
+    // purged (or it never had one: duplicates are not stored, superseded ones queue nowhere).
+    let events = c
+        .prepare_cached(
+            "DELETE FROM events WHERE seq IN (
+                SELECT seq FROM events e WHERE e.received_at < ?1
+                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT ?2)",
+        )?
+        .execute(params![cutoff, limit as i64])?;
+    Ok((deliveries + events) as u64)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
@@ -472,6 +488,10 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(Op::Probe).await
+    }
+
+    async fn purge(&self, older_than: Duration, limit: usize) -> Result<u64, StoreError> {
+        self.call(|reply| Op::Purge { older_than, limit, reply }).await
     }
 
     async fn stats(&self) -> Result<Vec<HandlerStats>, StoreError> {

@@ -326,6 +326,9 @@ impl Store for FailingStore {
     async fn ping(&self) -> Result<(), recordhook::store::StoreError> {
         Err(down())
     }
+    async fn purge(&self, _: std::time::Duration, _: usize) -> Result<u64, recordhook::store::StoreError> {
+        Err(down())
+    }
     async fn stats(&self) -> Result<Vec<recordhook::store::HandlerStats>, recordhook::store::StoreError> {
         Err(down())
     }
