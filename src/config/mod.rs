@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::handlers::HandlerConfig;
-pub use load::{ConfigError, load};
+pub use load::{ConfigError, load, load_str};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
