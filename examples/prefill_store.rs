@@ -94,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         while let Some(result) = results.next().await {
             result?;
             done += 1;
-            if done % 100_000 == 0 {
+            if done.is_multiple_of(100_000) {
                 eprintln!("prefill: {done} events ({:.0}/s)", done as f64 / started.elapsed().as_secs_f64());
             }
         }
