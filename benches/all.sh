@@ -20,7 +20,7 @@ benches/run.sh || status=1
 benches/scale.sh || status=1
 
 echo "==> crash and fault tests (release build)" >&2
-cargo test --release --test crash --test faults -- --nocapture --test-threads=1 >"$OUT/proof-tests.log" 2>&1 || status=1
+cargo test --release --test crash --test faults -- --show-output --test-threads=1 >"$OUT/proof-tests.log" 2>&1 || status=1
 CRASH_LINE=$(grep -h '^crash: ' "$OUT/proof-tests.log" | tail -1 || true)
 FAULTS=$(grep -E '^test .* \.\.\. ' "$OUT/proof-tests.log" | sed -E 's/^test (.*) \.\.\. (.*)$/- `\1`: \2/' || true)
 SKIPS=$(grep -h '^SKIPPED' "$OUT/proof-tests.log" || true)
