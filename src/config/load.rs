@@ -73,8 +73,18 @@ pub(crate) fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, Con
         figment = figment.merge(Toml::file_exact(path));
     }
     // `RECORDHOOK_CONFIG` names the file; it is not a config key.
-    let figment = figment.merge(env.ignore(&["CONFIG"]).split("__"));
+    extract(figment.merge(env.ignore(&["CONFIG"]).split("__")))
+}
 
+/// Loads and checks a configuration from TOML text over the defaults, ignoring the
+/// environment: the same parsing and checks as [`load`], for callers that hold the text
+/// (the config fuzz target, tools that generate configs).
+pub fn load_str(toml: &str) -> Result<Config, ConfigError> {
+    extract(Figment::new().merge(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
+}
+
+/// Extracts the layered figment into a [`Config`] and runs every check on it.
+fn extract(figment: Figment) -> Result<Config, ConfigError> {
     let config: Config = figment.extract().map_err(parse_error)?;
     reject_unknown_keys(&figment, &config)?;
     validate(&figment, &config)?;
@@ -323,6 +333,14 @@ mod tests {
         let f = file(&format!("{BASE}[server]\npublic_url = \"https://h.example.com/x\"\n"));
         let e = load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
         assert!(e.contains("server.public_url"), "{e}");
+    }
+
+    #[test]
+    fn text_loads_like_a_file() {
+        let c = load_str(&format!("{BASE}[server]\npath = \"/cb\"\n")).unwrap();
+        assert_eq!(c.server.path, "/cb");
+        let e = load_str(&format!("{BASE}[server]\npth = 1\n")).unwrap_err().to_string();
+        assert!(e.contains("server.pth"), "{e}");
     }
 
     #[test]

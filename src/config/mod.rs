@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::handlers::HandlerConfig;
 pub(crate) use load::string_or_list;
-pub use load::{ConfigError, load};
+pub use load::{ConfigError, load, load_str};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

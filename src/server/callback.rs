@@ -20,7 +20,7 @@ use crate::callback::{BodyKind, FieldError, Fields, decode_form, decode_json, ki
 use crate::event::{RecordingEvent, StoredEvent};
 use crate::metrics as m;
 use crate::signature::SignedBody;
-use crate::store::{Claimed, Ingested, NewEvent, NewQuarantine, Target};
+use crate::store::{Claimed, Ingested, NewEvent, NewQuarantine, StoreError, Target};
 
 /// The two signature headers; SignalWire's own name wins when both are present.
 const SIGNATURE_HEADERS: [&str; 2] = ["x-signalwire-signature", "x-twilio-signature"];
@@ -169,17 +169,29 @@ async fn persist(app: &AppState, event: RecordingEvent) -> Result<Ingested, Reje
         json: json.clone(),
         targets,
     };
-    let ingested = app.store.ingest(new).await.map_err(Rejection::Unavailable)?;
-    if let Ingested::Stored { event_id, leased } = &ingested {
-        let stored = StoredEvent { id: event_id.clone(), event, json };
-        // The store returns leased deliveries in the order the reservations were made.
-        for (reservation, (_, delivery_id)) in reservations.into_iter().zip(leased) {
-            let claim = Claimed { delivery_id: *delivery_id, attempt: 1, event: stored.clone() };
-            app.handoff.deliver(reservation, claim);
+    // The commit and the hand-off run in their own task, so they finish together even if
+    // this request future is dropped mid-commit (the client went away, a load balancer
+    // timed out). Otherwise a delivery stored as claimed by this process would never be
+    // handed over, and would wait out its whole lease (twice the handler's timeout)
+    // before anyone ran it.
+    let (store, handoff) = (app.store.clone(), app.handoff.clone());
+    let commit = tokio::spawn(async move {
+        let ingested = store.ingest(new).await?;
+        if let Ingested::Stored { event_id, leased } = &ingested {
+            let stored = StoredEvent { id: event_id.clone(), event, json };
+            // The store returns leased deliveries in the order the reservations were made.
+            for (reservation, (_, delivery_id)) in reservations.into_iter().zip(leased) {
+                let claim = Claimed { delivery_id: *delivery_id, attempt: 1, event: stored.clone() };
+                handoff.deliver(reservation, claim);
+            }
+            handoff.wake(&queued);
         }
-        app.handoff.wake(&queued);
+        Ok(ingested)
+    });
+    match commit.await {
+        Ok(result) => result.map_err(Rejection::Unavailable),
+        Err(e) => Err(Rejection::Unavailable(StoreError::Unavailable(Box::new(e)))),
     }
-    Ok(ingested)
 }
 
 /// Reads the body, refusing more than `limit` bytes (413) before reading them when the

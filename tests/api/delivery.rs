@@ -163,3 +163,79 @@ async fn a_slow_handler_does_not_hold_up_another() {
     eventually("fast handler got all five", Duration::from_secs(2), || fast.received().len() == 5).await;
     assert!(slow.received().len() <= 1);
 }
+
+/// The embedded store with every ingest slowed down, so a client can give up mid-commit.
+struct SlowIngest(recordhook::store::sqlite::SqliteStore, Duration);
+
+#[async_trait::async_trait]
+impl recordhook::store::Store for SlowIngest {
+    async fn ingest(&self, e: recordhook::store::NewEvent) -> Result<recordhook::store::Ingested, StoreError> {
+        tokio::time::sleep(self.1).await;
+        self.0.ingest(e).await
+    }
+    async fn quarantine(&self, q: recordhook::store::NewQuarantine) -> Result<i64, StoreError> {
+        self.0.quarantine(q).await
+    }
+    async fn claim(&self, h: &str, n: usize, l: Duration) -> Result<Vec<recordhook::store::Claimed>, StoreError> {
+        self.0.claim(h, n, l).await
+    }
+    async fn finish(&self, id: i64, a: u32, o: recordhook::store::Outcome) -> Result<(), StoreError> {
+        self.0.finish(id, a, o).await
+    }
+    async fn release(&self, c: Vec<(i64, u32)>) -> Result<(), StoreError> {
+        self.0.release(c).await
+    }
+    async fn dead_letters(&self) -> Result<Vec<recordhook::store::DeadLetter>, StoreError> {
+        self.0.dead_letters().await
+    }
+    async fn quarantined(&self) -> Result<Vec<recordhook::store::Quarantined>, StoreError> {
+        self.0.quarantined().await
+    }
+    async fn replay(&self, r: recordhook::store::Replay) -> Result<u64, StoreError> {
+        self.0.replay(r).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
+    }
+    async fn stats(&self) -> Result<Vec<recordhook::store::HandlerStats>, StoreError> {
+        self.0.stats().await
+    }
+}
+
+type StoreError = recordhook::store::StoreError;
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_commit_does_not_delay_the_delivery() {
+    // A client giving up while its callback is being committed must not strand the
+    // delivery: it is stored as claimed by this process (the hand-off fast path), so if
+    // the hand-off were dropped with the request it would wait out its whole lease
+    // (2 × the 2 s timeout + 1 s margin) before running.
+    let rx = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = recordhook::store::sqlite::SqliteStore::open(
+        &dir.path().join("slow.db"),
+        recordhook::store::sqlite::Mode::Server,
+    )
+    .unwrap();
+    let store = std::sync::Arc::new(SlowIngest(sqlite, Duration::from_millis(400)));
+    let app = TestApp::spawn_with_store(&http_handler("forward", &rx.url, ""), store).await;
+
+    let fields = callback("RE-hung-up", "completed");
+    let url = app.url("/recording-status");
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields.iter()).finish();
+    let signature = recordhook::signature::sign_fields(&recordhook::signature::SigningKey::new(KEY), &url, &fields);
+    let gave_up = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-signalwire-signature", signature)
+        .body(body)
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client was meant to give up before the commit");
+
+    eventually("the delivery runs without waiting out its lease", Duration::from_millis(2500), || {
+        rx.count("RE-hung-up") == 1
+    })
+    .await;
+}
