@@ -197,6 +197,9 @@ impl recordhook::store::Store for SlowIngest {
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await
     }
+    async fn purge(&self, older_than: Duration, limit: usize) -> Result<u64, StoreError> {
+        self.0.purge(older_than, limit).await
+    }
     async fn stats(&self) -> Result<Vec<recordhook::store::HandlerStats>, StoreError> {
         self.0.stats().await
     }
