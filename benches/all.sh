@@ -2,7 +2,8 @@
 # Every published figure in one run: `benches/all.sh`. Writes target/bench/report.md, the
 # complete "Results" section of docs/benchmarks.md, ready to paste in.
 #
-#   1. benches/run.sh     bare axum vs recordhook vs adnanh/webhook (requests/s, latency, RSS)
+#   1. benches/run.sh     bare axum vs recordhook (SQLite, and PostgreSQL unless PG=0) vs
+#                         adnanh/webhook (requests/s, latency, RSS)
 #   2. benches/scale.sh   1M stored events, 1M queued deliveries, end-to-end delivery rate
 #   3. tests/crash.rs     SIGKILL under load: acknowledged / lost / redelivered
 #   4. tests/faults.rs    downstream outage, disk full, read-only store (pass/fail)
@@ -16,7 +17,7 @@ OUT=target/bench
 mkdir -p "$OUT"
 status=0
 
-benches/run.sh || status=1
+PG=${PG:-1} benches/run.sh || status=1
 benches/scale.sh || status=1
 
 echo "==> crash and fault tests (release build)" >&2

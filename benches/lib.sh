@@ -27,6 +27,9 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/recordhook-bench.XXXXXX")
 PIDS=()
+# Commands a script adds to run at exit, after its processes are stopped (e.g. dropping a
+# benchmark database).
+EXTRA_CLEANUP=()
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
@@ -36,6 +39,10 @@ cleanup() {
     done
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
+    done
+    local cmd
+    for cmd in "${EXTRA_CLEANUP[@]}"; do
+        eval "$cmd" || true
     done
     if [[ ${KEEP_TMP:-0} == 1 ]]; then
         log "kept $TMP"

@@ -6,6 +6,9 @@
 #   recordhook  the release binary, `serve`: signatures required, SQLite with fsync on every
 #               commit (the defaults), one `log` handler, stdout to /dev/null, RUST_LOG unset
 #   webhook     adnanh/webhook (Debian package) running /bin/true for every POST
+#   recordhook_pg  with PG=1: the same binary and config on the PostgreSQL store, one
+#               replica on a fresh database (created on the server at BENCH_POSTGRES_URL,
+#               dropped afterwards), so both stores are measured in the same run
 #
 # Every request is a distinct, correctly signed form callback (one RecordingSid each),
 # generated ahead of time by examples/gen_callbacks.rs and sent by wrk through
@@ -22,6 +25,8 @@
 #   MAX_RATE     requests/s the request file is sized for, per second of DURATION
 #                (default 120000); if a target is faster, wrk prints a WARNING
 #   KEEP_TMP=1   keep the temp dir (request files, logs, the SQLite store)
+#   PG=1         also measure recordhook on PostgreSQL (needs psql and a server)
+#   BENCH_POSTGRES_URL  admin URL of that server (default postgres://postgres@127.0.0.1:5432/postgres)
 #
 # Needs: cargo, python3, curl; wrk and webhook are installed with apt-get when missing.
 set -euo pipefail
@@ -31,6 +36,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 MAX_RATE=${MAX_RATE:-120000}
+PG=${PG:-0}
+BENCH_POSTGRES_URL=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 KEY=PSK_bench_signing_key
 PATH_CALLBACK=/recording-status
 
@@ -53,7 +60,9 @@ cargo build --release --quiet --bin recordhook --example bare_axum --example gen
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 BARE_PORT=$(free_port 18081)
-RH_PORT=$(free_port 18082)
+# Any free port, not a fixed one another run on this machine may also pick: recordhook and
+# recordhook_pg reuse it, since the request files are signed for it.
+RH_PORT=$(free_port 0)
 [[ $RH_PORT != "$BARE_PORT" ]] || RH_PORT=$(free_port 0)
 WEBHOOK_PORT=$(free_port 9000)
 
@@ -82,6 +91,33 @@ path = "$TMP/recordhook.db"
 type = "log"
 EOF
 
+if [[ $PG == 1 ]]; then
+    command -v psql >/dev/null || die "PG=1 needs psql"
+    PG_DB="rh_bench_$$"
+    psql -q -d "$BENCH_POSTGRES_URL" -c "CREATE DATABASE $PG_DB" >/dev/null || die "cannot create a database at BENCH_POSTGRES_URL"
+    EXTRA_CLEANUP+=("psql -q -d '$BENCH_POSTGRES_URL' -c 'DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)' >/dev/null 2>&1")
+    PG_URL=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' \
+        "$BENCH_POSTGRES_URL" "$PG_DB")
+    # The same listener, signature and handler as the SQLite run: only the store differs.
+    cat >"$TMP/recordhook_pg.toml" <<EOF
+[server]
+listen = "127.0.0.1:$RH_PORT"
+path = "$PATH_CALLBACK"
+
+[signature]
+signing_keys = ["$KEY"]
+
+[store]
+type = "postgres"
+url = "$PG_URL"
+
+[handlers.log]
+type = "log"
+EOF
+    "$BIN/recordhook" check-config --config "$TMP/recordhook_pg.toml" >/dev/null \
+        || die "the built recordhook does not accept the PostgreSQL config"
+fi
+
 cat >"$TMP/hooks.json" <<EOF
 [
   {
@@ -98,6 +134,12 @@ bench bare "http://127.0.0.1:$BARE_PORT$PATH_CALLBACK" "http://127.0.0.1:$BARE_P
 
 bench recordhook "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
     "$BIN/recordhook" serve --config "$TMP/recordhook.toml"
+
+if [[ $PG == 1 ]]; then
+    # Same port as the SQLite run (stopped by now), so the signed request files fit.
+    bench recordhook_pg "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
+        "$BIN/recordhook" serve --config "$TMP/recordhook_pg.toml"
+fi
 
 bench webhook "http://127.0.0.1:$WEBHOOK_PORT/hooks/recording-status" "http://127.0.0.1:$WEBHOOK_PORT/" -- \
     webhook -hooks "$TMP/hooks.json" -ip 127.0.0.1 -port "$WEBHOOK_PORT"
@@ -119,7 +161,20 @@ else
     CHECKS+=("- FAIL: recordhook stored $STORED events for $ok_2xx 2xx answers (warm-up + run)")
     FAILED=1
 fi
-for name in bare recordhook webhook; do
+if [[ $PG == 1 ]]; then
+    STORED=$(psql -At -d "$PG_URL" -c "SELECT count(*) FROM events")
+    ok_2xx=$(( $(wrk_field "$TMP/recordhook_pg.wrk" requests) + $(wrk_field "$TMP/recordhook_pg.warm.wrk" requests) - NON2XX[recordhook_pg] ))
+    in_flight=$((STORED - ok_2xx))
+    if ((in_flight >= 0 && in_flight <= 2 * CONNECTIONS)); then
+        CHECKS+=("- ok: recordhook_pg stored $STORED events for $ok_2xx 2xx answers (warm-up + run)")
+    else
+        CHECKS+=("- FAIL: recordhook_pg stored $STORED events for $ok_2xx 2xx answers (warm-up + run)")
+        FAILED=1
+    fi
+fi
+NAMES=(bare recordhook webhook)
+[[ $PG == 1 ]] && NAMES+=(recordhook_pg)
+for name in "${NAMES[@]}"; do
     if ((NON2XX[$name] == 0)); then
         CHECKS+=("- ok: $name answered every request 2xx (socket errors: ${ERRORS[$name]})")
     else
@@ -158,11 +213,13 @@ mkdir -p "$OUT_DIR"
     row bare "bare axum (form → struct)"
     row recordhook "recordhook (signed, SQLite fsync, log handler)"
     row webhook "webhook $(webhook -version | awk '{ print $NF }') (/bin/true)"
+    if [[ $PG == 1 ]]; then row recordhook_pg "recordhook (signed, PostgreSQL, log handler, 1 replica)"; fi
     echo
     echo "| ratio | requests/s | p50 | p99 | idle RSS | peak RSS |"
     echo "|---|---:|---:|---:|---:|---:|"
     ratio_row recordhook bare
     ratio_row recordhook webhook
+    if [[ $PG == 1 ]]; then ratio_row recordhook_pg recordhook; fi
     echo
     printf '%s\n' "${CHECKS[@]}"
 } | tee "$OUT_DIR/results.md"
