@@ -4,10 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-// The request path allocates many small, short-lived buffers across threads; mimalloc
-// handles that pattern markedly better than glibc's allocator (see docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator, on purpose: mimalloc measured ~5% more requests/s here but commits
+// its arenas eagerly, which put idle RSS at ~21 MiB against ~13 MiB (docs/benchmarks.md).
 
 #[tokio::main]
 async fn main() -> ExitCode {
