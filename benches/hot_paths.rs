@@ -19,7 +19,7 @@ use recordhook::callback::{Fields, decode_form, validate};
 use recordhook::signature::{SignedBody, SigningKey, Verifier, sign_fields};
 use serde::Deserialize;
 
-/// SignalWire's documented example callback (see `shared/signalwire-notes.md`).
+/// SignalWire's documented example callback (the recording status callback example).
 const EXAMPLE_BODY: &str = "AccountSid=b3877c40-da60-4998-90ad-b792e98472af&CallSid=b3877c40-da60-4998-90ad-b792e98472ca&RecordingSid=b3877c40-da60-4998-90ad-b792e984re01&RecordingUrl=https%3A%2F%2Fexample.signalwire.com%2Fapi%2Flaml%2F2010-04-01%2FAccounts%2Fb3877c40-da60-4998-90ad-b792e98472af%2FRecordings%2Fb3877c40-da60-4998-90ad-b792e984re01&RecordingStatus=completed&RecordingDuration=94&RecordingChannels=1&RecordingSource=RecordVerb";
 /// The test vector's key, URL and signature for [`EXAMPLE_BODY`].
 const EXAMPLE_KEY: &str = "PSK_test_signing_key";

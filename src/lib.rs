@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod event;
 pub mod handlers;
 pub mod metrics;
+pub mod outbound;
 pub mod server;
 pub mod signalwire;
 pub mod signature;

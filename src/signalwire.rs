@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::handlers::DeliveryError;
+use crate::outbound::{classify_send_error, retry_after};
 
 /// The REST API's path below the space (or `api_base`).
 pub const API_PATH: &str = "/api/laml/2010-04-01";
@@ -273,7 +274,7 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = retry_after(&response);
+        let retry_after = retry_after(response.headers());
         let message = format!("GET {} answered {status}", redact(&url));
         Err(match status.as_u16() {
             404 => DeliveryError::Retryable {
@@ -362,7 +363,7 @@ impl Client {
     /// quoting SignalWire's own `message` (and `code`) when the body has them.
     async fn rest_error(&self, method: &str, url: &url::Url, response: reqwest::Response) -> DeliveryError {
         let status = response.status();
-        let retry_after = retry_after(&response);
+        let retry_after = retry_after(response.headers());
         let body = tokio::time::timeout(Duration::from_secs(2), response.bytes()).await.ok().and_then(Result::ok);
         let detail = body.as_deref().map(signalwire_error_text).unwrap_or_default();
         let mut message = format!("{method} {} answered {status}", origin(url));
@@ -411,15 +412,6 @@ fn redact(url: &url::Url) -> String {
     u.to_string()
 }
 
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let text = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
-}
-
 /// The error a redirect off the allow-list stops with.
 #[derive(Debug)]
 struct RedirectRefused(String);
@@ -431,42 +423,6 @@ impl fmt::Display for RedirectRefused {
 }
 
 impl std::error::Error for RedirectRefused {}
-
-/// Classifies a failure to get a response at all: a refused redirect is permanent;
-/// connection problems and timeouts are retryable.
-pub fn classify_send_error(method: &str, origin: &str, e: &reqwest::Error) -> DeliveryError {
-    let chain = error_chain(e);
-    if e.is_redirect() {
-        return DeliveryError::permanent(format!("{method} {origin}: {chain}"));
-    }
-    let what = if e.is_connect() {
-        "could not connect to"
-    } else if e.is_timeout() {
-        "timed out talking to"
-    } else {
-        "request failed to"
-    };
-    let message = format!("{method} {what} {origin}: {chain}");
-    if e.is_builder() { DeliveryError::permanent(message) } else { DeliveryError::retryable(message) }
-}
-
-/// An error's sources, `: `-separated (never the URL, which may carry credentials).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut source = e.source();
-    while let Some(err) = source {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = err.source();
-    }
-    if parts.is_empty() {
-        let top = e.to_string();
-        parts.push(top.split(" for url").next().unwrap_or(&top).to_owned());
-    }
-    parts.join(": ")
-}
 
 #[cfg(test)]
 mod tests {

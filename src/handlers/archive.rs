@@ -283,7 +283,7 @@ impl ArchiveHandler {
         };
         let body = response.bytes_stream().map(|chunk| {
             chunk.map_err(|e| {
-                DeliveryError::retryable(format!("download interrupted: {}", crate::signalwire::error_chain(&e)))
+                DeliveryError::retryable(format!("download interrupted: {}", crate::outbound::error_chain(&e)))
             })
         });
         let (size, sha256) = match &self.destination {

@@ -229,7 +229,7 @@ impl EmailHandler {
             .unwrap_or_else(|| ContentType::parse(self.format.content_type()).expect("a valid content type"));
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| {
-            DeliveryError::retryable(format!("download interrupted: {}", crate::signalwire::error_chain(&e)))
+            DeliveryError::retryable(format!("download interrupted: {}", crate::outbound::error_chain(&e)))
         })? {
             if bytes.len() as u64 + chunk.len() as u64 > self.attach_max_bytes {
                 return Ok(None);

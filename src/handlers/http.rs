@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{Attempt, BuildError, DeliveryError, Handler};
+use crate::outbound::{classify_send_error, error_chain, retry_after};
 
 /// The HTTP method an `http` handler sends with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -250,8 +251,7 @@ impl Handler for HttpHandler {
             drain(response).await;
             return Ok(());
         }
-        let retry_after =
-            response.headers().get(header::RETRY_AFTER).and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let retry_after = retry_after(response.headers());
         let location = response.headers().get(header::LOCATION).map(|v| excerpt(v.as_bytes(), BODY_EXCERPT_BYTES));
         let body = body_excerpt(response).await;
 
@@ -280,51 +280,8 @@ impl Handler for HttpHandler {
 impl HttpHandler {
     /// Classifies a failure to get a response at all.
     fn classify_error(&self, e: &reqwest::Error) -> DeliveryError {
-        let what = if e.is_connect() {
-            "could not connect to"
-        } else if e.is_timeout() {
-            "timed out talking to"
-        } else {
-            "request failed to"
-        };
-        let message = format!("{} {what} {}: {}", self.method, self.origin, error_chain(e));
-        if e.is_builder() {
-            DeliveryError::permanent(message)
-        } else {
-            // Connection refused or reset, DNS, TLS handshake, timeouts: all may pass.
-            DeliveryError::retryable(message)
-        }
+        classify_send_error(self.method.as_str(), &self.origin, e)
     }
-}
-
-/// An error and its sources, `: `-separated, without the URL (which may hold credentials).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = source {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = err.source();
-    }
-    if parts.is_empty() {
-        // The top-level Display names the URL in some versions; the kind alone does not.
-        let top = e.to_string();
-        parts.push(top.split(" for url").next().unwrap_or(&top).to_owned());
-    }
-    parts.join(": ")
-}
-
-/// Parses `Retry-After`: delta-seconds or an HTTP-date (a date in the past is zero).
-fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
-    let text = value.to_str().ok()?.trim();
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        // An absurdly long number saturates; the dispatcher clamps to max_backoff anyway.
-        return Some(Duration::from_secs(text.parse().unwrap_or(u64::MAX)));
-    }
-    let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Reads the first bytes of an error response's body (bounded in size and time).
@@ -659,22 +616,6 @@ mod tests {
             serde_json::from_value::<HttpOptions>(serde_json::json!({ "url": "http://x/", "method": "GET" })).is_err()
         );
         assert!(serde_json::from_value::<HttpOptions>(serde_json::json!({})).is_err());
-    }
-
-    #[test]
-    fn retry_after_parsing() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let p = |s: &str| parse_retry_after(&HeaderValue::from_str(s).unwrap(), now);
-        assert_eq!(p("0"), Some(Duration::ZERO));
-        assert_eq!(p(" 120 "), Some(Duration::from_secs(120)));
-        assert_eq!(p("-5"), None);
-        assert_eq!(p("1.5"), None);
-        assert_eq!(p("soon"), None);
-        assert_eq!(p(""), None);
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(p(&later), Some(Duration::from_secs(90)));
-        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
-        assert_eq!(p(&earlier), Some(Duration::ZERO));
     }
 
     #[test]
