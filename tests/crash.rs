@@ -12,6 +12,8 @@
 #[allow(dead_code)]
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/rng.rs"]
+mod rng;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,21 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use process::*;
+// The kill moments come from a seeded generator.
+use rng::SplitMix64 as Rng;
 
 /// Concurrent clients per cycle.
 const CLIENTS: usize = 8;
-
-/// SplitMix64, for the kill moments.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

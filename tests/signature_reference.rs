@@ -24,19 +24,12 @@ const RAW_CASES: usize = 120;
 const JSON_FIELD_CASES: usize = 60;
 const BODY_SHA_CASES: usize = 60;
 
-/// SplitMix64: a tiny deterministic generator, so the cases are the same on every run
-/// and every machine (no dependency on a particular `rand` version's streams).
-struct Rng(u64);
+#[path = "support/rng.rs"]
+mod rng;
+/// The generator of the cases (seeded: the same cases on every run and machine).
+use rng::SplitMix64 as Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
