@@ -3,6 +3,9 @@
 #
 #   bare        examples/bare_axum.rs: axum 0.8 parsing the form into a struct, nothing else
 #               (the ceiling of our HTTP stack on this machine)
+#   ceiling     examples/http_ceiling.rs: recordhook's own request path (same config, signature
+#               check, decoding, validation, routing) over a store that acknowledges at once
+#               and keeps nothing: the part of the gap to bare axum that is not durability
 #   recordhook  the release binary, `serve`: signatures required, SQLite with fsync on every
 #               commit (the defaults), one `log` handler, stdout to /dev/null, RUST_LOG unset
 #   webhook     adnanh/webhook (Debian package) running /bin/true for every POST
@@ -56,7 +59,7 @@ source "$ROOT/benches/lib.sh"
 # --- build and request files ---------------------------------------------------------------
 
 log "building (release)"
-cargo build --release --quiet --bin recordhook --example bare_axum --example gen_callbacks
+cargo build --release --quiet --bin recordhook --example bare_axum --example gen_callbacks --example http_ceiling
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 BARE_PORT=$(free_port 18081)
@@ -132,6 +135,10 @@ EOF
 bench bare "http://127.0.0.1:$BARE_PORT$PATH_CALLBACK" "http://127.0.0.1:$BARE_PORT$PATH_CALLBACK" -- \
     "$BIN/examples/bare_axum" "127.0.0.1:$BARE_PORT"
 
+# Same port and config as recordhook, so the signed request files fit.
+bench ceiling "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
+    "$BIN/examples/http_ceiling" "$TMP/recordhook.toml"
+
 bench recordhook "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
     "$BIN/recordhook" serve --config "$TMP/recordhook.toml"
 
@@ -172,7 +179,7 @@ if [[ $PG == 1 ]]; then
         FAILED=1
     fi
 fi
-NAMES=(bare recordhook webhook)
+NAMES=(bare ceiling recordhook webhook)
 [[ $PG == 1 ]] && NAMES+=(recordhook_pg)
 for name in "${NAMES[@]}"; do
     if ((NON2XX[$name] == 0)); then
@@ -211,6 +218,7 @@ mkdir -p "$OUT_DIR"
     echo "| target | requests/s | p50 (ms) | p99 (ms) | idle RSS (MiB) | peak RSS (MiB) |"
     echo "|---|---:|---:|---:|---:|---:|"
     row bare "bare axum (form → struct)"
+    row ceiling "recordhook request path, store acks at once, keeps nothing"
     row recordhook "recordhook (signed, SQLite fsync, log handler)"
     row webhook "webhook $(webhook -version | awk '{ print $NF }') (/bin/true)"
     if [[ $PG == 1 ]]; then row recordhook_pg "recordhook (signed, PostgreSQL, log handler, 1 replica)"; fi
@@ -218,6 +226,8 @@ mkdir -p "$OUT_DIR"
     echo "| ratio | requests/s | p50 | p99 | idle RSS | peak RSS |"
     echo "|---|---:|---:|---:|---:|---:|"
     ratio_row recordhook bare
+    ratio_row ceiling bare
+    ratio_row recordhook ceiling
     ratio_row recordhook webhook
     if [[ $PG == 1 ]]; then ratio_row recordhook_pg recordhook; fi
     echo
