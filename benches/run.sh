@@ -29,7 +29,7 @@
 #                (default 120000); if a target is faster, wrk prints a WARNING
 #   KEEP_TMP=1   keep the temp dir (request files, logs, the SQLite store)
 #   PG=1         also measure recordhook on PostgreSQL (needs psql and a server)
-#   BENCH_POSTGRES_URL  admin URL of that server (default postgres://postgres@127.0.0.1:5432/postgres)
+#   BENCH_POSTGRES_URL  admin URL of that server (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
 #
 # Needs: cargo, python3, curl; wrk and webhook are installed with apt-get when missing.
 set -euo pipefail
@@ -40,7 +40,7 @@ THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 MAX_RATE=${MAX_RATE:-120000}
 PG=${PG:-0}
-BENCH_POSTGRES_URL=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+BENCH_POSTGRES_URL=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
 KEY=PSK_bench_signing_key
 PATH_CALLBACK=/recording-status
 

@@ -47,7 +47,7 @@ pub async fn open_store(config: &Config, mode: Mode) -> Result<Arc<dyn Store>, S
             let url = store.url.as_deref().ok_or_else(|| {
                 StoreError::Unavailable(Box::new(std::io::Error::other("store.url is required for postgres")))
             })?;
-            Ok(Arc::new(PostgresStore::open(url, store.pool_size, mode).await?))
+            Ok(Arc::new(PostgresStore::open(url, store.pool_size, store.ca_file.as_deref(), mode).await?))
         }
     }
 }

@@ -46,7 +46,7 @@ async fn sqlite() -> Option<Fixture> {
 
 async fn postgres() -> Option<Fixture> {
     let db = TestDb::create().await?;
-    let store = PostgresStore::open(&db.url, 8, Mode::Server).await.unwrap();
+    let store = PostgresStore::open(&db.url, 8, None, Mode::Server).await.unwrap();
     Some(Fixture { store: Arc::new(store), _keep: Box::new(db) })
 }
 
@@ -319,7 +319,7 @@ async fn sqlite_leased_work_is_due_again_when_the_server_restarts() {
 /// `n` stores (replicas) on one fresh database, opened at the same time.
 async fn replicas(n: usize) -> Option<(TestDb, Vec<Arc<dyn Store>>)> {
     let db = TestDb::create().await?;
-    let opening = (0..n).map(|_| PostgresStore::open(&db.url, 4, Mode::Server));
+    let opening = (0..n).map(|_| PostgresStore::open(&db.url, 4, None, Mode::Server));
     let stores = futures_util::future::join_all(opening).await;
     let stores = stores.into_iter().map(|s| Arc::new(s.unwrap()) as Arc<dyn Store>).collect();
     Some((db, stores))
@@ -416,11 +416,11 @@ async fn postgres_replicas_never_claim_the_same_delivery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_new_replica_leaves_other_replicas_leases_alone() {
     let Some(db) = TestDb::create().await else { return };
-    let a = PostgresStore::open(&db.url, 2, Mode::Server).await.unwrap();
+    let a = PostgresStore::open(&db.url, 2, None, Mode::Server).await.unwrap();
     a.ingest(event("RE1", RecordingStatus::Completed, &["h"])).await.unwrap();
     assert_eq!(a.claim("h", 10, LEASE).await.unwrap().len(), 1);
     // Unlike SQLite's single server, a replica starting must not take over live leases.
-    let b = PostgresStore::open(&db.url, 2, Mode::Server).await.unwrap();
+    let b = PostgresStore::open(&db.url, 2, None, Mode::Server).await.unwrap();
     assert!(b.claim("h", 10, LEASE).await.unwrap().is_empty());
 }
 

@@ -233,6 +233,9 @@ fn check_store(config: &Config) -> Result<(), (&'static str, String)> {
     if store.pool_size == 0 {
         return Err(("store.pool_size", "must be greater than zero".into()));
     }
+    if let Err(e) = crate::store::postgres::tls::connector(store.ca_file.as_deref()) {
+        return Err(("store.ca_file", e.to_string()));
+    }
     Ok(())
 }
 
@@ -405,6 +408,16 @@ mod tests {
         let c = load_with_env(Some(f.path()), no_env()).unwrap();
         let shown = format!("{:?}", c.store);
         assert!(!shown.contains("s3cret") && shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn an_unusable_ca_file_is_a_config_error_naming_the_key_and_file() {
+        let f = file(&format!(
+            "{BASE}[store]\ntype = \"postgres\"\nurl = \"postgres://rh@db/rh?sslmode=require\"\n\
+             ca_file = \"/nonexistent/db-ca.pem\"\n"
+        ));
+        let e = load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
+        assert!(e.contains("store.ca_file") && e.contains("/nonexistent/db-ca.pem"), "{e}");
     }
 
     #[test]

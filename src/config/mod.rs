@@ -131,6 +131,10 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// Most connections this process opens to PostgreSQL. (`postgres` only.)
     pub pool_size: usize,
+    /// PEM file of the certificate authorities that sign the PostgreSQL server's
+    /// certificate (a managed database's CA bundle, a private CA). Unset: the system's
+    /// trust store. Whether TLS is used is the URL's `sslmode`. (`postgres` only.)
+    pub ca_file: Option<PathBuf>,
     /// How long finished history is kept, e.g. `"30d"`: delivered deliveries, and events
     /// whose deliveries were all delivered, are deleted once older than this. Pending and
     /// dead deliveries and the quarantine are never purged. Unset: keep everything.
@@ -146,6 +150,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("./data/recordhook.db"),
             url: None,
             pool_size: 16,
+            ca_file: None,
             retention: None,
         }
     }
@@ -159,6 +164,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("path", &self.path)
             .field("url", &self.url.as_deref().map(redact_url))
             .field("pool_size", &self.pool_size)
+            .field("ca_file", &self.ca_file)
             .field("retention", &self.retention)
             .finish()
     }

@@ -1,7 +1,8 @@
 //! Test plumbing shared by several test binaries: a fresh PostgreSQL database per test.
 //!
 //! The server is the one at `TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`). When it cannot be reached the tests
+//! `postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable`: plain TCP over loopback;
+//! `tests/postgres_tls.rs` covers TLS). When it cannot be reached the tests
 //! that need it print `skipped: …` and pass, except under `CI=true`, where they fail: CI
 //! must really run them. (Test settings never use the `RECORDHOOK_` prefix: that is the
 //! binary's config override prefix.)
@@ -14,7 +15,8 @@ use tokio_postgres::NoTls;
 
 /// The server's admin URL.
 pub fn admin_url() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".to_owned())
 }
 
 /// A database created for one test, dropped (with its connections) when this is dropped.

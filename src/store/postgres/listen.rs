@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 /// The notification channel (the ingest, release and replay statements name it too).
@@ -17,11 +17,16 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// Holds a `LISTEN` connection for as long as the store lives, reconnecting after
 /// failures, and republishes each notified handler name.
-pub(super) async fn run(config: tokio_postgres::Config, wake: broadcast::Sender<String>, stop: CancellationToken) {
+pub(super) async fn run(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    wake: broadcast::Sender<String>,
+    stop: CancellationToken,
+) {
     let mut reported = false;
     loop {
         let attempt = async {
-            let (client, mut connection) = config.connect(NoTls).await?;
+            let (client, mut connection) = config.connect(tls.clone()).await?;
             // The connection must be polled for the LISTEN below to complete, and it is
             // what yields the notifications: drive it here, forwarding them.
             let wake = wake.clone();

@@ -34,17 +34,15 @@
 //! **Driver.** `tokio-postgres` with `deadpool-postgres`: a small, async-only driver with
 //! pipelined statements and first-class `LISTEN` (its connection yields notifications
 //! as messages), and a minimal pool with per-phase timeouts — everything needed and no
-//! query macros or compile-time database. Connections are plain TCP (`NoTls`): run the
-//! database on a private network or behind a TLS-terminating sidecar; TLS in-process
-//! is not built yet.
+//! query macros or compile-time database. TLS is rustls, verified; see [`tls`].
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::broadcast;
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +53,7 @@ use super::{
 use crate::event::StoredEvent;
 
 mod listen;
+pub mod tls;
 
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i32 = 1;
@@ -112,8 +111,22 @@ pub struct PostgresStore {
     stop: CancellationToken,
 }
 
+/// Wraps a driver error with its causes spelled out: tokio-postgres and deadpool keep the
+/// useful part (the server's message, why a TLS handshake failed) in the source chain,
+/// which a log line printing the error alone would drop.
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Unavailable(Box::new(e))
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        // Some wrappers already print their cause; say each part once.
+        let part = c.to_string();
+        if !message.contains(&part) {
+            message.push_str(": ");
+            message.push_str(&part);
+        }
+        cause = c.source();
+    }
+    StoreError::Unavailable(Box::new(std::io::Error::other(message)))
 }
 
 fn timed_out() -> StoreError {
@@ -139,13 +152,15 @@ pub fn connection_config(url: &str) -> Result<tokio_postgres::Config, StoreError
 }
 
 impl PostgresStore {
-    /// Connects (`url`, at most `pool_size` connections), migrates the schema, and in
-    /// [`Mode::Server`] starts listening for other replicas' wake-ups.
-    pub async fn open(url: &str, pool_size: usize, mode: Mode) -> Result<Self, StoreError> {
+    /// Connects (`url`, at most `pool_size` connections; TLS as the URL's `sslmode` says,
+    /// trusting the certificate authorities in `ca_file` or else the system's), migrates
+    /// the schema, and in [`Mode::Server`] starts listening for other replicas' wake-ups.
+    pub async fn open(url: &str, pool_size: usize, ca_file: Option<&Path>, mode: Mode) -> Result<Self, StoreError> {
         let config = connection_config(url)?;
+        let tls = tls::connector(ca_file).map_err(unavailable)?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             // `Fast`: a connection whose socket died is known closed and replaced; no
             // extra round trip per checkout.
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
@@ -162,7 +177,7 @@ impl PostgresStore {
         let store = Self { pool, wake, listening: mode == Mode::Server, stop: CancellationToken::new() };
         tokio::time::timeout(OP_TIMEOUT * 3, store.migrate()).await.map_err(|_| timed_out())??;
         if store.listening {
-            tokio::spawn(listen::run(config, store.wake.clone(), store.stop.clone()));
+            tokio::spawn(listen::run(config, tls, store.wake.clone(), store.stop.clone()));
         }
         Ok(store)
     }
