@@ -115,18 +115,7 @@ pub struct PostgresStore {
 /// useful part (the server's message, why a TLS handshake failed) in the source chain,
 /// which a log line printing the error alone would drop.
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        // Some wrappers already print their cause; say each part once.
-        let part = c.to_string();
-        if !message.contains(&part) {
-            message.push_str(": ");
-            message.push_str(&part);
-        }
-        cause = c.source();
-    }
-    StoreError::Unavailable(Box::new(std::io::Error::other(message)))
+    StoreError::Unavailable(Box::new(std::io::Error::other(crate::outbound::error_chain(&e))))
 }
 
 fn timed_out() -> StoreError {
