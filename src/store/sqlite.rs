@@ -2,8 +2,9 @@
 //! disk (fsync'd) when it returns.
 //!
 //! **Group commit.** Every write goes through one writer thread. It takes whatever
-//! requests are waiting, applies them all in one transaction (each in its own savepoint,
-//! so one failing request does not fail its neighbours), commits once, and then answers
+//! requests are waiting, applies them all in one transaction (each request of several
+//! statements in its own savepoint, so one failing request does not fail its
+//! neighbours), commits once, and then answers
 //! them all. While that commit is being fsync'd, new requests queue up and form the
 //! next batch, so the number of fsyncs per second stays bounded while throughput grows
 //! with concurrency. Reads for listings and metrics use a separate connection.
