@@ -1,6 +1,7 @@
 //! TLS to PostgreSQL against the real server at `TEST_POSTGRES_URL`: encrypted and
 //! verified when the server's certificate authority is trusted, refused when it is not or
-//! when the certificate does not name the host.
+//! when the certificate does not name the host; and the service built from a config with
+//! `store.ca_file` uses exactly that authority.
 //!
 //! The trust anchor is the server's own certificate (`SHOW ssl_cert_file`), which works for
 //! the self-signed certificate Debian's PostgreSQL ships (`ssl-cert-snakeoil.pem`, issued
@@ -103,4 +104,59 @@ async fn a_certificate_for_another_host_name_is_refused() {
     // Trusted authority, but the certificate names `localhost`, not this address.
     let e = open(&tls_url(&db, "127.0.0.1"), Some(&cert)).await.err().expect("refused");
     assert!(e.contains("invalid peer certificate") && e.contains("not valid for name"), "{e}");
+}
+
+/// The service's config with the store at `url`, trusting `ca_file`.
+fn service_config(url: &str, ca_file: &Path) -> recordhook::config::Config {
+    recordhook::config::load_str(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[signature]
+signing_keys = ["PSK_tls_test"]
+
+[store]
+type = "postgres"
+url = "{url}"
+ca_file = "{}"
+
+[handlers.log]
+type = "log"
+"#,
+        ca_file.display()
+    ))
+    .expect("a valid config")
+}
+
+#[tokio::test]
+async fn the_service_uses_store_ca_file_for_its_connections() {
+    let Some((db, cert, admin)) = setup().await else { return };
+    let url = tls_url(&db, "localhost");
+
+    // Trusting only an unrelated authority, the service does not start: the key is used
+    // (the system's trust store alone might well accept this server).
+    let dir = tempfile::tempdir().unwrap();
+    let unrelated = dir.path().join("unrelated.pem");
+    std::fs::write(&unrelated, UNRELATED_CA).unwrap();
+    let e = recordhook::app::Application::build(service_config(&url, &unrelated)).await.err().expect("refused");
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+
+    // Trusting the server's authority, it starts, and every connection is TLS.
+    let app = recordhook::app::Application::build(service_config(&url, &cert)).await.expect("starts over TLS");
+    let addr = app.local_addr();
+    let serving = tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap().status();
+    assert_eq!(ready, 200, "/readyz commits through the TLS pool");
+    let plain: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = $1 AND NOT s.ssl",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 0, "no connection of the service is in the clear");
+    serving.abort();
 }
