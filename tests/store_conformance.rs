@@ -89,6 +89,7 @@ conformance!(
     a_delivery_stored_claimed_is_not_claimed_again_until_its_lease_runs_out,
     the_holder_of_a_stored_claim_records_its_outcome,
     retention_purges_only_finished_history,
+    concurrent_outcomes_are_each_recorded_by_their_own_attempt,
 );
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -154,6 +155,40 @@ async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(store: 
     let dead = store.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].last_error, "boom");
+}
+
+async fn concurrent_outcomes_are_each_recorded_by_their_own_attempt(store: Arc<dyn Store>) {
+    // Many outcomes at once (the PostgreSQL store records them in batches): each lands on
+    // its own delivery, and a stale attempt's outcome in the same burst changes nothing.
+    for i in 0..60 {
+        store.ingest(event(&format!("RE{i}"), RecordingStatus::Completed, &["a"])).await.unwrap();
+    }
+    let claims = store.claim("a", 100, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 60);
+    let outcome = |i: usize| match i % 3 {
+        0 => Outcome::Delivered,
+        1 => Outcome::Retry { delay: Duration::from_secs(3600), error: format!("retry {i}") },
+        _ => Outcome::Dead { error: format!("dead {i}") },
+    };
+    let mut finishing = Vec::new();
+    for (i, c) in claims.iter().enumerate() {
+        let store = store.clone();
+        let (id, attempt) = (c.delivery_id, c.attempt);
+        let stale = store.clone();
+        finishing.push(tokio::spawn(async move { store.finish(id, attempt, outcome(i)).await }));
+        // A worker that lost an earlier lease on the same delivery, in the same burst.
+        let error = "stale attempt".to_owned();
+        finishing.push(tokio::spawn(async move { stale.finish(id, attempt - 1, Outcome::Dead { error }).await }));
+    }
+    for f in finishing {
+        f.await.unwrap().unwrap();
+    }
+    let stats: u64 = store.stats().await.unwrap().iter().map(|h| h.pending).sum();
+    assert_eq!(stats, 20, "the 20 retries wait, nothing else is pending");
+    let dead = store.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 20);
+    assert!(dead.iter().all(|d| d.last_error.starts_with("dead ")), "{dead:?}");
+    assert!(store.claim("a", 100, LEASE).await.unwrap().is_empty(), "retries are not due yet");
 }
 
 async fn retry_waits_until_due(store: Arc<dyn Store>) {

@@ -3,9 +3,11 @@
 //! It behaves exactly like the embedded store (the conformance suite runs against both);
 //! what differs is how each guarantee holds across processes:
 //!
-//! * **Commit before 200.** Every write is its own transaction, committed before the
-//!   call returns (PostgreSQL's `synchronous_commit` decides what "committed" means on
-//!   the server; leave it `on`).
+//! * **Commit before 200.** Every write is committed before the call returns
+//!   (PostgreSQL's `synchronous_commit` decides what "committed" means on the server;
+//!   leave it `on`). Ingests are a transaction each; delivery outcomes are recorded in
+//!   batches, one statement and one commit for every outcome that arrived while the
+//!   previous batch committed ([`finish`]).
 //! * **Dedupe and late in-progress, across replicas.** An ingest first takes a
 //!   transaction-scoped advisory lock on the recording (`pg_advisory_xact_lock(hashtext(
 //!   RecordingSid))`), so for one recording the "is there a final status already?" check
@@ -73,6 +75,9 @@ macro_rules! now_ms {
     };
 }
 
+// After the macro: the batched finishes use it too.
+mod finish;
+
 /// The ingest statement, run right after the recording's advisory lock is granted. One
 /// row: `superseded` (NULL: a duplicate), the stored event's id if it was a duplicate,
 /// and the deliveries stored leased to this process (handlers and ids, in the same order).
@@ -106,6 +111,8 @@ const INGEST: &str = concat!(
 /// The shared PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
+    /// Outcomes go here, to be recorded in batches.
+    finishing: tokio::sync::mpsc::Sender<finish::Finish>,
     wake: broadcast::Sender<String>,
     listening: bool,
     stop: CancellationToken,
@@ -163,7 +170,8 @@ impl PostgresStore {
             .build()
             .map_err(unavailable)?;
         let (wake, _) = broadcast::channel(1024);
-        let store = Self { pool, wake, listening: mode == Mode::Server, stop: CancellationToken::new() };
+        let finishing = finish::start(pool.clone());
+        let store = Self { pool, finishing, wake, listening: mode == Mode::Server, stop: CancellationToken::new() };
         tokio::time::timeout(OP_TIMEOUT * 3, store.migrate()).await.map_err(|_| timed_out())??;
         if store.listening {
             tokio::spawn(listen::run(config, tls, store.wake.clone(), store.stop.clone()));
@@ -334,27 +342,16 @@ impl Store for PostgresStore {
     }
 
     async fn finish(&self, id: i64, attempt: u32, outcome: Outcome) -> Result<(), StoreError> {
-        let (state, delay, error) = match &outcome {
+        let (state, delay, error) = match outcome {
             Outcome::Delivered => ("delivered", 0, None),
-            Outcome::Retry { delay, error } => ("pending", delay.as_millis() as i64, Some(error.as_str())),
-            Outcome::Dead { error } => ("dead", 0, Some(error.as_str())),
+            Outcome::Retry { delay, error } => ("pending", delay.as_millis() as i64, Some(error)),
+            Outcome::Dead { error } => ("dead", 0, Some(error)),
         };
-        self.with(async |client| {
-            // Guarded by the attempt: a worker whose lease ran out (and whose delivery moved
-            // on to a later attempt elsewhere) records nothing.
-            let stmt = client
-                .prepare_cached(concat!(
-                    "UPDATE deliveries SET state = $3, leased = false, due_at = ",
-                    now_ms!(),
-                    " + $4, last_error = coalesce($5, last_error), updated_at = ",
-                    now_ms!(),
-                    " WHERE id = $1 AND attempts = $2 AND state = 'pending'"
-                ))
-                .await?;
-            client.execute(&stmt, &[&id, &(attempt as i32), &state, &delay, &error]).await?;
-            Ok(())
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let attempt = attempt as i32;
+        let recording = finish::Finish { id, attempt, state, delay, error, reply };
+        self.finishing.send(recording).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn release(&self, claims: Vec<(i64, u32)>) -> Result<(), StoreError> {
