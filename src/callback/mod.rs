@@ -1,6 +1,6 @@
 //! An incoming callback, from bytes to a [`RecordingEvent`](crate::event::RecordingEvent):
 //! [`decode`] turns a form body, query string or JSON body into fields (or a 400),
-//! [`validate`] turns fields into a typed event (or a 422 naming every bad field).
+//! [`validate()`] turns fields into a typed event (or a 422 naming every bad field).
 
 pub mod decode;
 pub mod validate;

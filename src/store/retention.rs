@@ -17,7 +17,7 @@ const EVERY: Duration = Duration::from_secs(600);
 /// the writer) short.
 const BATCH: usize = 2_000;
 
-/// Purges history older than `retention` every [`EVERY`] until `stop`.
+/// Purges history older than `retention` every `EVERY` (10 minutes) until `stop`.
 pub async fn run(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

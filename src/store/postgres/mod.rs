@@ -7,7 +7,7 @@
 //!   (PostgreSQL's `synchronous_commit` decides what "committed" means on the server;
 //!   leave it `on`). Ingests are a transaction each; delivery outcomes are recorded in
 //!   batches, one statement and one commit for every outcome that arrived while the
-//!   previous batch committed ([`finish`]).
+//!   previous batch committed (`finish.rs`).
 //! * **Dedupe and late in-progress, across replicas.** An ingest first takes a
 //!   transaction-scoped advisory lock on the recording (`pg_advisory_xact_lock(hashtext(
 //!   RecordingSid))`), so for one recording the "is there a final status already?" check
