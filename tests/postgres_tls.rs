@@ -14,25 +14,20 @@ use std::path::{Path, PathBuf};
 
 use recordhook::store::postgres::PostgresStore;
 use recordhook::store::{Mode, Store};
-use support::{TestDb, admin_url};
-use tokio_postgres::NoTls;
+use support::{TestDb, admin_client, admin_url, skip_unless_ci};
 
 /// A fresh database and the server's certificate, or `None` (after saying why) where the
 /// server cannot be used for these tests outside CI.
 async fn setup() -> Option<(TestDb, PathBuf, tokio_postgres::Client)> {
     let db = TestDb::create().await?;
-    let (admin, connection) = tokio_postgres::connect(&admin_url(), NoTls).await.expect("admin connection");
-    tokio::spawn(connection);
+    let admin = admin_client(&admin_url()).await.expect("admin connection");
     let ssl: String = admin.query_one("SHOW ssl", &[]).await.unwrap().get(0);
     let cert: String = admin.query_one("SHOW ssl_cert_file", &[]).await.unwrap().get(0);
     let cert = PathBuf::from(cert);
     if ssl != "on" || std::fs::read(&cert).is_err() {
         let message =
             format!("the PostgreSQL server has ssl = {ssl}, certificate {} (not readable here?)", cert.display());
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{message} (CI=true: the TLS tests must run)");
-        }
-        eprintln!("skipped: {message}");
+        skip_unless_ci(&message, "the TLS tests must run");
         return None;
     }
     Some((db, cert, admin))

@@ -28,7 +28,17 @@ pub struct TestDb {
     admin: String,
 }
 
-async fn admin_client(admin: &str) -> Result<tokio_postgres::Client, String> {
+/// Says why a test cannot run here: a `skipped: …` note, or under `CI=true` (where every
+/// test must really run) a failure that adds `ci_hint`.
+pub fn skip_unless_ci(message: &str, ci_hint: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message} (CI=true: {ci_hint})");
+    }
+    eprintln!("skipped: {message}");
+}
+
+/// A connection to the server at `admin` (plain TCP), driven in the background.
+pub async fn admin_client(admin: &str) -> Result<tokio_postgres::Client, String> {
     let connect = tokio_postgres::connect(admin, NoTls);
     let (client, connection) = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
@@ -47,10 +57,7 @@ impl TestDb {
             Ok(c) => c,
             Err(e) => {
                 let message = format!("PostgreSQL at TEST_POSTGRES_URL ({}) is unreachable: {e}", redact(&admin));
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("{message} (CI=true: PostgreSQL tests must run; start it, see .ci/run)");
-                }
-                eprintln!("skipped: {message}");
+                skip_unless_ci(&message, "PostgreSQL tests must run; start it, see .ci/run");
                 return None;
             }
         };
