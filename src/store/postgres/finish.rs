@@ -6,7 +6,7 @@
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{OP_TIMEOUT, StoreError, timed_out, unavailable};
+use super::{StoreError, unavailable, with_client};
 
 /// Most outcomes recorded by one statement.
 const MAX_BATCH: usize = 256;
@@ -39,10 +39,7 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Finish>) {
                 Err(_) => break,
             }
         }
-        let result = match tokio::time::timeout(OP_TIMEOUT, record(&pool, &batch)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(timed_out().to_string()),
-        };
+        let result = record(&pool, &batch).await.map_err(|e| e.to_string());
         for f in batch.drain(..) {
             // A waiter that gave up (shutdown) is not an error here.
             let _ = f.reply.send(result.clone().map_err(|e| unavailable(std::io::Error::other(e))));
@@ -59,19 +56,20 @@ async fn record(pool: &Pool, batch: &[Finish]) -> Result<(), StoreError> {
     let states: Vec<&str> = batch.iter().map(|f| f.state).collect();
     let delays: Vec<i64> = batch.iter().map(|f| f.delay).collect();
     let errors: Vec<Option<&str>> = batch.iter().map(|f| f.error.as_deref()).collect();
-    let client = pool.get().await.map_err(unavailable)?;
-    let stmt = client
-        .prepare_cached(concat!(
-            "UPDATE deliveries d SET state = f.state, leased = false, due_at = ",
-            now_ms!(),
-            " + f.delay, last_error = coalesce(f.error, d.last_error), updated_at = ",
-            now_ms!(),
-            " FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bigint[], $5::text[])
-                 AS f (id, attempt, state, delay, error)
-             WHERE d.id = f.id AND d.attempts = f.attempt AND d.state = 'pending'"
-        ))
-        .await
-        .map_err(unavailable)?;
-    client.execute(&stmt, &[&ids, &attempts, &states, &delays, &errors]).await.map_err(unavailable)?;
-    Ok(())
+    with_client(pool, async |client| {
+        let stmt = client
+            .prepare_cached(concat!(
+                "UPDATE deliveries d SET state = f.state, leased = false, due_at = ",
+                now_ms!(),
+                " + f.delay, last_error = coalesce(f.error, d.last_error), updated_at = ",
+                now_ms!(),
+                " FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bigint[], $5::text[])
+                     AS f (id, attempt, state, delay, error)
+                 WHERE d.id = f.id AND d.attempts = f.attempt AND d.state = 'pending'"
+            ))
+            .await?;
+        client.execute(&stmt, &[&ids, &attempts, &states, &delays, &errors]).await?;
+        Ok(())
+    })
+    .await
 }

@@ -214,13 +214,21 @@ impl PostgresStore {
     where
         F: AsyncFnOnce(&mut Object) -> Result<T, tokio_postgres::Error>,
     {
-        tokio::time::timeout(OP_TIMEOUT, async {
-            let mut client = self.client().await?;
-            op(&mut client).await.map_err(unavailable)
-        })
-        .await
-        .map_err(|_| timed_out())?
+        with_client(&self.pool, op).await
     }
+}
+
+/// Runs `op` with a connection from `pool`, the wait for it included in [`OP_TIMEOUT`].
+async fn with_client<T, F>(pool: &Pool, op: F) -> Result<T, StoreError>
+where
+    F: AsyncFnOnce(&mut Object) -> Result<T, tokio_postgres::Error>,
+{
+    tokio::time::timeout(OP_TIMEOUT, async {
+        let mut client = pool.get().await.map_err(unavailable)?;
+        op(&mut client).await.map_err(unavailable)
+    })
+    .await
+    .map_err(|_| timed_out())?
 }
 
 impl Drop for PostgresStore {
