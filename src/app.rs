@@ -141,6 +141,7 @@ impl Application {
                 }
             });
         }
+        tokio::spawn(crate::metrics::upkeep(crate::metrics::UPKEEP_INTERVAL, background.clone()));
         if let Some(retention) = self.config.store.retention {
             tokio::spawn(crate::store::retention::run(self.state.store.clone(), retention, background.clone()));
         }

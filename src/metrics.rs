@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::store::{HandlerStats, Outcome};
 
@@ -22,6 +23,9 @@ pub const DELIVERY_SECONDS: &str = "recordhook_delivery_seconds";
 pub const QUEUE_DEPTH: &str = "recordhook_queue_depth";
 /// Dead letters, by handler.
 pub const DEAD_LETTERS: &str = "recordhook_dead_letters";
+
+/// How often [`upkeep`] folds recorded histogram samples into their buckets.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -43,6 +47,24 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Folds the histogram samples recorded since the last scrape into their buckets, every
+/// `every`, until `stop` is cancelled.
+///
+/// The Prometheus recorder keeps each raw histogram sample (24 bytes) until the registry
+/// is rendered or upkept. A service nobody scrapes would otherwise grow by that much for
+/// every callback and every delivery attempt, without bound.
+pub async fn upkeep(every: Duration, stop: CancellationToken) {
+    let handle = handle();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 fn describe() {
