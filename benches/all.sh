@@ -5,6 +5,7 @@
 #   1. benches/run.sh     bare axum vs recordhook (SQLite, and PostgreSQL unless PG=0) vs
 #                         adnanh/webhook (requests/s, latency, RSS)
 #   2. benches/scale.sh   1M stored events, 1M queued deliveries, end-to-end delivery rate
+#      benches/disk.py    what writing N pages and an fsync costs on this disk
 #   3. tests/crash.rs     SIGKILL under load: acknowledged / lost / redelivered
 #   4. tests/faults.rs    downstream outage, disk full, read-only store (pass/fail)
 #
@@ -19,6 +20,8 @@ status=0
 
 PG=${PG:-1} benches/run.sh || status=1
 benches/scale.sh || status=1
+echo "==> disk commit cost" >&2
+python3 benches/disk.py "$OUT" >"$OUT/disk.md" || status=1
 
 echo "==> crash and fault tests (release build)" >&2
 cargo test --release --test crash --test faults -- --show-output --test-threads=1 >"$OUT/proof-tests.log" 2>&1 || status=1
@@ -40,6 +43,10 @@ field() { sed -nE "s/.* $1=([^ ]+).*/\1/p" <<<"$CRASH_LINE"; }
     sed 's/^## /### /' "$OUT/results.md"
     echo
     sed 's/^## /### /; s/^### End/#### End/' "$OUT/scale.md"
+    echo
+    echo "### What a durable commit costs on this disk (\`benches/disk.py\`)"
+    echo
+    cat "$OUT/disk.md"
     echo
     echo "### Crash test (\`tests/crash.rs\`, release build)"
     echo

@@ -116,6 +116,10 @@ wait_ready() {
     die "$name did not answer $url within 20 s"
 }
 
+# Bytes the process has caused to be written to storage so far (its own writes, including
+# the SQLite writer's WAL and checkpoints; not its children's).
+io_written() { awk '$1 == "write_bytes:" { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0; }
+
 rss_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # Writes the largest VmRSS of PID seen every 50 ms into FILE, until killed.
@@ -160,7 +164,7 @@ wrk_field() {
 
 # --- one target ------------------------------------------------------------------------------
 
-declare -A RPS P50 P99 IDLE PEAK NON2XX ERRORS DUPS
+declare -A RPS P50 P99 IDLE PEAK NON2XX ERRORS DUPS WRITTEN
 
 # bench NAME URL READY_URL -- COMMAND...
 # Requests come from $RUN_FILE and $WARM_FILE (default $TMP/run.tsv and $TMP/warm.tsv).
@@ -186,10 +190,13 @@ bench() {
     sample_rss "$pid" "$TMP/$name.peak" &
     local sampler=$!
     PIDS+=("$sampler")
+    local written_before
+    written_before=$(io_written "$pid")
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA" "$url" -- "${RUN_FILE:-$TMP/run.tsv}" "$THREADS" \
         >"$TMP/$name.wrk" 2>&1
     local hwm
     hwm=$(rss_kb "$pid" VmHWM)
+    WRITTEN[$name]=$(( $(io_written "$pid") - written_before ))
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     forget "$sampler"

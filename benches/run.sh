@@ -16,7 +16,9 @@
 # Every request is a distinct, correctly signed form callback (one RecordingSid each),
 # generated ahead of time by examples/gen_callbacks.rs and sent by wrk through
 # benches/wrk/callbacks.lua. For each target: start it, wait until it answers, read its idle
-# RSS, warm it up, run wrk while sampling RSS, stop it. Then print a markdown table (also
+# RSS, warm it up, run wrk while sampling RSS and counting what the process writes to storage
+# (/proc/<pid>/io write_bytes: for recordhook on SQLite, its WAL and checkpoints; on PostgreSQL
+# the server writes, so that row reads 0), stop it. Then print a markdown table (also
 # written to target/bench/results.md) and check that recordhook stored one event per 2xx
 # answer and that nobody answered anything but 2xx.
 #
@@ -195,10 +197,14 @@ done
 
 # --- report --------------------------------------------------------------------------------------
 
+# Storage written during the measured run per request answered in it, in KiB.
+written_per_request() {
+    awk -v w="${WRITTEN[$1]}" -v n="$(wrk_field "$TMP/$1.wrk" requests)" 'BEGIN { printf "%.1f", n > 0 ? w / n / 1024 : 0 }'
+}
 row() {
     local name=$1 label=$2
-    printf '| %s | %.0f | %s | %s | %s | %s |\n' "$label" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
-        "$(mib "${IDLE[$name]}")" "$(mib "${PEAK[$name]}")"
+    printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "$label" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+        "$(mib "${IDLE[$name]}")" "$(mib "${PEAK[$name]}")" "$(written_per_request "$name")"
 }
 ratio_row() {
     local a=$1 b=$2
@@ -215,8 +221,8 @@ mkdir -p "$OUT_DIR"
         "$LINES distinct signed form callbacks; commit $(commit)."
     machine
     echo
-    echo "| target | requests/s | p50 (ms) | p99 (ms) | idle RSS (MiB) | peak RSS (MiB) |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| target | requests/s | p50 (ms) | p99 (ms) | idle RSS (MiB) | peak RSS (MiB) | written per request (KiB) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     row bare "bare axum (form → struct)"
     row ceiling "recordhook request path, store acks at once, keeps nothing"
     row recordhook "recordhook (signed, SQLite fsync, log handler)"
