@@ -199,7 +199,7 @@ done
 
 # Storage written during the measured run per request answered in it, in KiB.
 written_per_request() {
-    awk -v w="${WRITTEN[$1]}" -v n="$(wrk_field "$TMP/$1.wrk" requests)" 'BEGIN { printf "%.1f", n > 0 ? w / n / 1024 : 0 }'
+    awk -v w="${WRITTEN[$1]}" -v n="$(wrk_field "$TMP/$1.wrk" requests)" 'BEGIN { printf "%.1f", (n > 0 ? w / n / 1024 : 0) }'
 }
 row() {
     local name=$1 label=$2
