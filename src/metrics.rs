@@ -52,9 +52,9 @@ pub fn handle() -> PrometheusHandle {
 /// Folds the histogram samples recorded since the last scrape into their buckets, every
 /// `every`, until `stop` is cancelled.
 ///
-/// The Prometheus recorder keeps each raw histogram sample (24 bytes) until the registry
-/// is rendered or upkept. A service nobody scrapes would otherwise grow by that much for
-/// every callback and every delivery attempt, without bound.
+/// The Prometheus recorder keeps each raw histogram sample (its value and a timestamp)
+/// until the registry is rendered or upkept. A service nobody scrapes would otherwise grow
+/// by one sample for every callback and every delivery attempt, without bound.
 pub async fn upkeep(every: Duration, stop: CancellationToken) {
     let handle = handle();
     let mut tick = tokio::time::interval(every);

@@ -1,10 +1,9 @@
 //! The metrics registry does not grow with traffic when nobody scrapes `/metrics`.
 //!
 //! The Prometheus recorder keeps every raw histogram sample until it is rendered or
-//! upkept. This binary counts live heap bytes with its own allocator, records as many
-//! half a million samples, and checks that the service's upkeep task
-//! gives the memory back. (A separate test binary, so the counting allocator sees only
-//! this test.)
+//! upkept. This binary counts live heap bytes with its own allocator, records half a
+//! million histogram samples, and checks that the service's upkeep task gives the memory
+//! back. (A separate test binary, so the counting allocator sees only this test.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
