@@ -53,10 +53,13 @@ pub async fn receive(
         }
         Err(rejection) => {
             m::callback_answered(rejection.outcome(), started.elapsed());
+            let request_id = super::request_id(&headers);
             match &rejection {
-                Rejection::Unavailable(e) => tracing::error!(error = %e, "callback refused: store unavailable"),
-                Rejection::Forbidden => tracing::warn!("callback refused: signature verification failed"),
-                r => tracing::info!(status = r.status().as_u16(), reason = %r, "callback rejected"),
+                Rejection::Unavailable(e) => {
+                    tracing::error!(request_id, error = %e, "callback refused: store unavailable")
+                }
+                Rejection::Forbidden => tracing::warn!(request_id, "callback refused: signature verification failed"),
+                r => tracing::info!(request_id, status = r.status().as_u16(), reason = %r, "callback rejected"),
             }
             rejection.into_response()
         }

@@ -126,3 +126,49 @@ fn the_example_config_runs_as_is_given_a_signing_key() {
     assert!(!ok);
     assert!(err.contains("RECORDHOOK_SIGNATURE__SIGNING_KEYS"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_callback_is_logged_with_its_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, config_text(dir.path(), "", "")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recordhook"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RECORDHOOK_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Unsigned: refused, and the warning names the request.
+    let fields = callback("RElog", "completed");
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields.iter()).finish();
+    let r = client
+        .post(format!("{base}/recording-status"))
+        .header("x-request-id", "trace-me-7")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-request-id"], "trace-me-7");
+
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "callback refused: signature verification failed")
+        .unwrap_or_else(|| panic!("no refusal logged:\n{stdout}"));
+    assert_eq!(line["request_id"], "trace-me-7", "{line}");
+}
