@@ -83,7 +83,7 @@ pub fn router(state: Arc<AppState>, path: &str, request_timeout: Duration) -> Ro
         .layer(PropagateRequestIdLayer::new(id_header.clone()))
         // A debug-level span: with `RUST_LOG=debug` every line inside a request carries its
         // method, path and id. At the default level it costs nothing, which matters: the
-        // JSON formatter renders an enabled span's fields on every request, ~10% of the
+        // JSON formatter renders an enabled span's fields on every request, 10–20% of the
         // request path's throughput. The lines the handlers log at info and above carry
         // `request_id` themselves.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -271,14 +271,8 @@ async fn disabled_mode_accepts_unsigned_callbacks() {
     let app = recordhook::app::Application::build(config).await.unwrap();
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(callback("RE1", "completed")).finish();
-    let r = reqwest::Client::new()
-        .post(format!("http://{addr}/recording-status"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let url = format!("http://{addr}/recording-status");
+    let r = post_form_to(&reqwest::Client::new(), &url, &callback("RE1", "completed"), &[]).await;
     assert_eq!(r.status(), 200);
 }
 

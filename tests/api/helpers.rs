@@ -33,6 +33,22 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
+/// Posts `fields` as a form body to `url` with `headers` (no signature unless one is
+/// among them).
+pub async fn post_form_to(
+    client: &reqwest::Client,
+    url: &str,
+    fields: &[(String, String)],
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields.iter()).finish();
+    let mut request = client.post(url).header("content-type", "application/x-www-form-urlencoded").body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
 /// The config every test starts from; `server` lines go into `[server]`, `extra` is
 /// appended (handler tables etc.).
 pub fn config_text(dir: &Path, server: &str, extra: &str) -> String {
@@ -114,17 +130,9 @@ impl TestApp {
         signature: &str,
         headers: &[(&str, &str)],
     ) -> reqwest::Response {
-        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields.iter()).finish();
-        let mut request = self
-            .client
-            .post(self.url("/recording-status"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-signalwire-signature", signature)
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request.send().await.unwrap()
+        let mut with_signature = vec![("x-signalwire-signature", signature)];
+        with_signature.extend_from_slice(headers);
+        post_form_to(&self.client, &self.url("/recording-status"), fields, &with_signature).await
     }
 
     /// Sends a signed JSON callback.

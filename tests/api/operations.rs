@@ -149,16 +149,8 @@ async fn a_rejected_callback_is_logged_with_its_request_id() {
     }
 
     // Unsigned: refused, and the warning names the request.
-    let fields = callback("RElog", "completed");
-    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields.iter()).finish();
-    let r = client
-        .post(format!("{base}/recording-status"))
-        .header("x-request-id", "trace-me-7")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let url = format!("{base}/recording-status");
+    let r = post_form_to(&client, &url, &callback("RElog", "completed"), &[("x-request-id", "trace-me-7")]).await;
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-request-id"], "trace-me-7");
 
