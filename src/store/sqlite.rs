@@ -153,14 +153,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(op) = rx.blocking_recv() {
-        batch.push(op);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
+    // Waits for one request, then takes every other one already queued (up to the limit);
+    // 0 only once every sender is gone.
+    while rx.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
         run_batch(&mut conn, &mut batch);
     }
 }

@@ -31,14 +31,9 @@ pub(super) fn start(pool: Pool) -> mpsc::Sender<Finish> {
 
 async fn run(pool: Pool, mut rx: mpsc::Receiver<Finish>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(f) => batch.push(f),
-                Err(_) => break,
-            }
-        }
+    // Waits for one outcome, then takes every other one already queued (up to the limit);
+    // 0 only once every sender is gone.
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let result = record(&pool, &batch).await.map_err(|e| e.to_string());
         for f in batch.drain(..) {
             // A waiter that gave up (shutdown) is not an error here.
