@@ -12,6 +12,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v webhook >/dev/null || missing+=(webhook)
+[[ -x /usr/bin/time ]] || missing+=(time)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     sudo=()
@@ -120,6 +121,14 @@ wait_ready() {
 # the SQLite writer's WAL and checkpoints; not its children's).
 io_written() { awk '$1 == "write_bytes:" { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0; }
 
+# CPU time PID has used so far, in clock ticks: user + system, its own and that of the
+# children it has reaped (webhook's /bin/true runs count as webhook's).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 + $14 + $15 }' || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+
+# Microseconds of CPU per request: TICKS clock ticks spent on REQUESTS requests.
+cpu_us_per_request() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }'; }
+
 rss_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # Writes the largest VmRSS of PID seen every 50 ms into FILE, until killed.
@@ -164,7 +173,7 @@ wrk_field() {
 
 # --- one target ------------------------------------------------------------------------------
 
-declare -A RPS P50 P99 IDLE PEAK NON2XX ERRORS DUPS WRITTEN
+declare -A RPS P50 P99 IDLE PEAK NON2XX ERRORS DUPS WRITTEN CPU WRK_CPU
 
 # bench NAME URL READY_URL -- COMMAND...
 # Requests come from $RUN_FILE and $WARM_FILE (default $TMP/run.tsv and $TMP/warm.tsv).
@@ -190,13 +199,20 @@ bench() {
     sample_rss "$pid" "$TMP/$name.peak" &
     local sampler=$!
     PIDS+=("$sampler")
-    local written_before
+    local written_before cpu_before
     written_before=$(io_written "$pid")
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA" "$url" -- "${RUN_FILE:-$TMP/run.tsv}" "$THREADS" \
+    cpu_before=$(cpu_ticks "$pid")
+    # wrk's own CPU too: it shares the two cores with the target, so what it spends per
+    # request is part of the budget every target works within.
+    /usr/bin/time -f '%U %S' -o "$TMP/$name.wrk.time" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA" "$url" -- "${RUN_FILE:-$TMP/run.tsv}" "$THREADS" \
         >"$TMP/$name.wrk" 2>&1
-    local hwm
+    local hwm requests
     hwm=$(rss_kb "$pid" VmHWM)
     WRITTEN[$name]=$(( $(io_written "$pid") - written_before ))
+    requests=$(wrk_field "$TMP/$name.wrk" requests)
+    CPU[$name]=$(cpu_us_per_request "$(( $(cpu_ticks "$pid") - cpu_before ))" "$requests")
+    WRK_CPU[$name]=$(awk -v n="$requests" 'NF == 2 { printf "%.1f", (n > 0 ? ($1 + $2) * 1e6 / n : 0) }' "$TMP/$name.wrk.time")
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     forget "$sampler"

@@ -8,6 +8,10 @@
 #               and keeps nothing: the part of the gap to bare axum that is not durability
 #   recordhook  the release binary, `serve`: signatures required, SQLite with fsync on every
 #               commit (the defaults), one `log` handler, stdout to /dev/null, RUST_LOG unset
+#   recordhook_ingest  the same binary and store with the `log` handler taking no event
+#               (`events = ["failed"]`; every callback here is `completed`): durable ingest
+#               alone, so that the rows above and below split the cost of delivery from
+#               that of storing
 #   webhook     adnanh/webhook (Debian package) running /bin/true for every POST
 #   recordhook_pg  with PG=1: the same binary and config on the PostgreSQL store, one
 #               replica on a fresh database (created on the server at BENCH_POSTGRES_URL,
@@ -18,7 +22,8 @@
 # benches/wrk/callbacks.lua. For each target: start it, wait until it answers, read its idle
 # RSS, warm it up, run wrk while sampling RSS and counting what the process writes to storage
 # (/proc/<pid>/io write_bytes: for recordhook on SQLite, its WAL and checkpoints; on PostgreSQL
-# the server writes, so that row reads 0), stop it. Then print a markdown table (also
+# the server writes, so that row reads 0) and the CPU time it and wrk use (/proc/<pid>/stat,
+# /usr/bin/time), stop it. Then print a markdown table (also
 # written to target/bench/results.md) and check that recordhook stored one event per 2xx
 # answer and that nobody answered anything but 2xx.
 #
@@ -96,6 +101,11 @@ path = "$TMP/recordhook.db"
 type = "log"
 EOF
 
+sed -e "s|$TMP/recordhook.db|$TMP/recordhook_ingest.db|" -e 's|^type = "log"$|type = "log"\nevents = ["failed"]|' \
+    "$TMP/recordhook.toml" >"$TMP/recordhook_ingest.toml"
+"$BIN/recordhook" check-config --config "$TMP/recordhook_ingest.toml" >/dev/null \
+    || die "the built recordhook does not accept the ingest-only config"
+
 if [[ $PG == 1 ]]; then
     command -v psql >/dev/null || die "PG=1 needs psql"
     PG_DB="rh_bench_$$"
@@ -144,6 +154,9 @@ bench ceiling "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
 bench recordhook "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
     "$BIN/recordhook" serve --config "$TMP/recordhook.toml"
 
+bench recordhook_ingest "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
+    "$BIN/recordhook" serve --config "$TMP/recordhook_ingest.toml"
+
 if [[ $PG == 1 ]]; then
     # Same port as the SQLite run (stopped by now), so the signed request files fit.
     bench recordhook_pg "$RH_URL" "http://127.0.0.1:$RH_PORT/healthz" -- \
@@ -158,30 +171,30 @@ bench webhook "http://127.0.0.1:$WEBHOOK_PORT/hooks/recording-status" "http://12
 FAILED=0
 CHECKS=()
 
-# recordhook must have stored one event per 2xx answer. Requests still in flight when wrk
-# stops (at most one per connection, per wrk run) may be stored without wrk counting them.
-STORED=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM events").fetchone()[0])' \
-    "$TMP/recordhook.db")
-ok_2xx=$(( $(wrk_field "$TMP/recordhook.wrk" requests) + $(wrk_field "$TMP/recordhook.warm.wrk" requests) - NON2XX[recordhook] ))
-in_flight=$((STORED - ok_2xx))
-if ((in_flight >= 0 && in_flight <= 2 * CONNECTIONS)); then
-    CHECKS+=("- ok: recordhook stored $STORED events for $ok_2xx 2xx answers (warm-up + run; $in_flight answered after wrk stopped counting, at most $((2 * CONNECTIONS)) can be)")
-else
-    CHECKS+=("- FAIL: recordhook stored $STORED events for $ok_2xx 2xx answers (warm-up + run)")
-    FAILED=1
-fi
-if [[ $PG == 1 ]]; then
-    STORED=$(psql -At -d "$PG_URL" -c "SELECT count(*) FROM events")
-    ok_2xx=$(( $(wrk_field "$TMP/recordhook_pg.wrk" requests) + $(wrk_field "$TMP/recordhook_pg.warm.wrk" requests) - NON2XX[recordhook_pg] ))
-    in_flight=$((STORED - ok_2xx))
+# A recordhook target must have stored one event per 2xx answer. Requests still in flight
+# when wrk stops (at most one per connection, per wrk run) may be stored without wrk
+# counting them.
+check_stored() {
+    local name=$1 stored=$2 ok_2xx in_flight
+    ok_2xx=$(( $(wrk_field "$TMP/$name.wrk" requests) + $(wrk_field "$TMP/$name.warm.wrk" requests) - NON2XX[$name] ))
+    in_flight=$((stored - ok_2xx))
     if ((in_flight >= 0 && in_flight <= 2 * CONNECTIONS)); then
-        CHECKS+=("- ok: recordhook_pg stored $STORED events for $ok_2xx 2xx answers (warm-up + run)")
+        CHECKS+=("- ok: $name stored $stored events for $ok_2xx 2xx answers (warm-up + run; $in_flight answered after wrk stopped counting, at most $((2 * CONNECTIONS)) can be)")
     else
-        CHECKS+=("- FAIL: recordhook_pg stored $STORED events for $ok_2xx 2xx answers (warm-up + run)")
+        CHECKS+=("- FAIL: $name stored $stored events for $ok_2xx 2xx answers (warm-up + run)")
         FAILED=1
     fi
+}
+sqlite_events() {
+    python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM events").fetchone()[0])' "$1"
+}
+check_stored recordhook "$(sqlite_events "$TMP/recordhook.db")"
+check_stored recordhook_ingest "$(sqlite_events "$TMP/recordhook_ingest.db")"
+if [[ $PG == 1 ]]; then
+    check_stored recordhook_pg "$(psql -At -d "$PG_URL" -c "SELECT count(*) FROM events")"
 fi
-NAMES=(bare ceiling recordhook webhook)
+
+NAMES=(bare ceiling recordhook recordhook_ingest webhook)
 [[ $PG == 1 ]] && NAMES+=(recordhook_pg)
 for name in "${NAMES[@]}"; do
     if ((NON2XX[$name] == 0)); then
@@ -203,8 +216,8 @@ written_per_request() {
 }
 row() {
     local name=$1 label=$2
-    printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "$label" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
-        "$(mib "${IDLE[$name]}")" "$(mib "${PEAK[$name]}")" "$(written_per_request "$name")"
+    printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+        "$(mib "${IDLE[$name]}")" "$(mib "${PEAK[$name]}")" "$(written_per_request "$name")" "${CPU[$name]}" "${WRK_CPU[$name]}"
 }
 ratio_row() {
     local a=$1 b=$2
@@ -221,11 +234,12 @@ mkdir -p "$OUT_DIR"
         "$LINES distinct signed form callbacks; commit $(commit)."
     machine
     echo
-    echo "| target | requests/s | p50 (ms) | p99 (ms) | idle RSS (MiB) | peak RSS (MiB) | written per request (KiB) |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| target | requests/s | p50 (ms) | p99 (ms) | idle RSS (MiB) | peak RSS (MiB) | written per request (KiB) | CPU per request (µs) | wrk's CPU per request (µs) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     row bare "bare axum (form → struct)"
     row ceiling "recordhook request path, store acks at once, keeps nothing"
     row recordhook "recordhook (signed, SQLite fsync, log handler)"
+    row recordhook_ingest "recordhook, ingest only (as above; the log handler takes no event)"
     row webhook "webhook $(webhook -version | awk '{ print $NF }') (/bin/true)"
     if [[ $PG == 1 ]]; then row recordhook_pg "recordhook (signed, PostgreSQL, log handler, 1 replica)"; fi
     echo
@@ -235,6 +249,7 @@ mkdir -p "$OUT_DIR"
     ratio_row ceiling bare
     ratio_row recordhook ceiling
     ratio_row recordhook webhook
+    ratio_row recordhook recordhook_ingest
     if [[ $PG == 1 ]]; then ratio_row recordhook_pg recordhook; fi
     echo
     printf '%s\n' "${CHECKS[@]}"
