@@ -1,6 +1,7 @@
 //! Operating the service: health, readiness, metrics, request ids, the CLI.
 
 use crate::helpers::*;
+use crate::process::Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_answer() {
@@ -132,31 +133,15 @@ async fn a_rejected_callback_is_logged_with_its_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, config_text(dir.path(), "", "")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recordhook"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("RECORDHOOK_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let server = Server::start_logging(&config, "info");
 
     // Unsigned: refused, and the warning names the request.
-    let url = format!("{base}/recording-status");
-    let r = post_form_to(&client, &url, &callback("RElog", "completed"), &[("x-request-id", "trace-me-7")]).await;
+    let headers = [("x-request-id", "trace-me-7")];
+    let r = post_form_to(&reqwest::Client::new(), &server.url(), &callback("RElog", "completed"), &headers).await;
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-request-id"], "trace-me-7");
 
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = server.kill_and_log();
     let line = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

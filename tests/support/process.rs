@@ -66,12 +66,22 @@ pub struct Server {
 impl Server {
     /// Starts `recordhook serve` and waits until it accepts connections.
     pub fn start(config: &Path) -> Server {
+        Self::spawn(config, "error", Stdio::null())
+    }
+
+    /// Like [`Server::start`], logging at `level`; [`Server::kill_and_log`] returns the log
+    /// (JSON lines on stdout).
+    pub fn start_logging(config: &Path, level: &str) -> Server {
+        Self::spawn(config, level, Stdio::piped())
+    }
+
+    fn spawn(config: &Path, level: &str, stdout: Stdio) -> Server {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_recordhook"))
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("RECORDHOOK_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", level)
+            .stdout(stdout)
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
@@ -102,6 +112,16 @@ impl Server {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGKILLs a server started with [`Server::start_logging`] and returns its log.
+    pub fn kill_and_log(mut self) -> String {
+        self.kill9();
+        let mut log = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut stdout, &mut log).unwrap();
+        }
+        log
     }
 }
 
